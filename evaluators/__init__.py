@@ -1,0 +1,1 @@
+"""Ground floor of codesign: spec types, the accelerator model and the trainer."""

@@ -1,0 +1,417 @@
+"""Typed values that cross every boundary of codesign (the ground floor).
+
+Everything here is a frozen dataclass built from plain Python values, picklable, and
+convertible to and from a plain ``dict`` (``to_dict`` / ``from_dict``) so it can travel to a
+Ray worker, be stored as an Optuna user attribute, and be exported to YAML/JSON.
+
+Units are in the field names (``glb_kib``, ``dram_gbps``, ``freq_mhz``, ``latency_ms``...).
+``evaluators`` imports neither ``codesign`` nor ``search_spaces``; these types are the only
+thing ``search_spaces`` imports from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+DATAFLOWS = ("ws", "os", "is")
+TEMPLATES = ("systolic",)
+DRAM_TYPES = ("lpddr4", "lpddr", "ddr3", "gddr5", "hbm2", "hmc")
+FAMILIES = ("plain_cnn",)
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class EvaluatorError(Exception):
+    """Base class of every error raised by ``evaluators``."""
+
+
+class InputError(EvaluatorError, ValueError):
+    """A user-supplied file (layers CSV, accelerator YAML, dataset file) is wrong.
+
+    ``str(err)`` is ``"<path>: <key>: <message>"``, the form the CLI prints after ``error: ``.
+    ``key`` is a dotted key path, a CSV column name with its row (``row 3: Channels``), or a
+    dataset file name.
+    """
+
+    def __init__(self, path: str, key: str, message: str) -> None:
+        self.path, self.key, self.message = str(path), key, message
+        super().__init__(f"{self.path}: {key}: {message}")
+
+
+class SpecError(EvaluatorError, ValueError):
+    """A spec value is out of its domain (raised by ``validate`` methods)."""
+
+
+class InfeasibleDesign(EvaluatorError):
+    """The accelerator cannot run the workload at all (e.g. no tile fits its buffers)."""
+
+
+class TrainingFailed(EvaluatorError):
+    """Training diverged (NaN/inf loss) or could not run; the message says why."""
+
+
+class DatasetError(EvaluatorError):
+    """A dataset is unknown, or its files are missing or corrupt; the message names them."""
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (tuple, list)):
+        return [_to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def stable_hash(obj: Any) -> str:
+    """A short hash of a JSON-able value that is stable across processes and runs."""
+    text = json.dumps(_to_plain(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- network side
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of a plain CNN: ``depth`` conv-BN-ReLU blocks of ``width`` channels.
+
+    The first block of the stage uses ``stride``; the others stride 1. Padding is
+    ``kernel_size // 2`` ("same").
+    """
+
+    depth: int
+    width: int
+    kernel_size: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A complete, trainable network description (architecture + compression).
+
+    Attributes:
+        family: model family; ``plain_cnn`` (stages of conv-BN-ReLU, global average pool, one
+            linear classifier).
+        in_channels, input_hw, num_classes: taken from the dataset (square inputs).
+        stages: the stages, in order.
+        weight_bits / activation_bits: bits of weights / of activations after each ReLU;
+            32 means floating point (no fake quantization).
+        prune_ratio: fraction of each layer's weights zeroed by unstructured L1-magnitude
+            pruning (0 = dense). The hardware model sees it as weight density 1 - ratio.
+    """
+
+    family: str
+    in_channels: int
+    input_hw: int
+    num_classes: int
+    stages: tuple[StageSpec, ...]
+    weight_bits: int = 8
+    activation_bits: int = 8
+    prune_ratio: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NetworkSpec:
+        d = dict(d)
+        d["stages"] = tuple(StageSpec(**s) for s in d["stages"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How a network is trained and scored: data, budget, optimizer, device, seed.
+
+    Exactly one of ``epochs`` / ``steps`` is set. ``device`` is ``auto`` (CUDA when present),
+    ``cpu`` or ``cuda``. The train/validation/test split is drawn with ``split_seed`` so every
+    trial of a study sees the same split; ``seed`` seeds initialization and batch order.
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    epochs: int | None = 5
+    steps: int | None = None
+    batch_size: int = 64
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    device: str = "auto"
+    seed: int = 0
+    split_seed: int = 0
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    num_threads: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TaskSpec:
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------- hardware side
+
+
+@dataclass(frozen=True)
+class AcceleratorSpec:
+    """An accelerator instance of a template (only ``systolic`` so far).
+
+    Attributes:
+        template: ``systolic`` (TPU-like 2-D array, SCALE-Sim-compatible mapping).
+        dataflow: ``ws`` (weight-), ``os`` (output-) or ``is`` (input-stationary).
+        pe_rows, pe_cols: array sides in PEs.
+        glb_kib: on-chip global buffer shared by inputs, weights and partial sums, KiB.
+        rf_bytes: register file per PE, bytes (holds the stationary operand; two words of it
+            allow the next fold's operand to load while the current one computes).
+        dram_gbps: off-chip bandwidth, GB/s (1e9 bytes/s).
+        freq_mhz: clock, MHz.
+        dram_type: selects DRAM energy per bit (see ``evaluators.hardware.tables``).
+        double_buffered: overlap the stationary-operand reload with compute when the register
+            file holds two words.
+        zero_gating: skip multiplier switching on zero weights (saves MAC energy only).
+        weight_compression: store pruned weights in DRAM as bitmask + non-zeros.
+    """
+
+    template: str = "systolic"
+    dataflow: str = "ws"
+    pe_rows: int = 32
+    pe_cols: int = 32
+    glb_kib: float = 64.0
+    rf_bytes: int = 4
+    dram_gbps: float = 16.0
+    freq_mhz: float = 500.0
+    dram_type: str = "lpddr4"
+    double_buffered: bool = True
+    zero_gating: bool = True
+    weight_compression: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AcceleratorSpec:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """One layer of a hardware workload, in SCALE-Sim's topology terms plus extras.
+
+    A fully connected layer is a conv with ``ifmap_h = ifmap_w = filter_h = filter_w = 1``.
+    ``padding`` is added on each side (SCALE-Sim layers have 0). ``weight_density`` is the
+    fraction of non-zero weights (1 = dense). Bits are per operand.
+    """
+
+    name: str
+    ifmap_h: int
+    ifmap_w: int
+    filter_h: int
+    filter_w: int
+    channels: int
+    num_filters: int
+    stride: int = 1
+    padding: int = 0
+    batch: int = 1
+    weight_bits: int = 8
+    input_bits: int = 8
+    output_bits: int = 8
+    weight_density: float = 1.0
+
+    @property
+    def ofmap_h(self) -> int:
+        return (self.ifmap_h + 2 * self.padding - self.filter_h) // self.stride + 1
+
+    @property
+    def ofmap_w(self) -> int:
+        return (self.ifmap_w + 2 * self.padding - self.filter_w) // self.stride + 1
+
+    @property
+    def macs(self) -> int:
+        """Dense multiply-accumulates of the layer (batch included)."""
+        return (
+            self.batch
+            * self.ofmap_h
+            * self.ofmap_w
+            * self.num_filters
+            * self.channels
+            * self.filter_h
+            * self.filter_w
+        )
+
+    @property
+    def weight_count(self) -> int:
+        return self.filter_h * self.filter_w * self.channels * self.num_filters
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Cost of one layer on one accelerator. Costs add up: ``a + b`` is a network cost.
+
+    Cycle counts are at the accelerator clock. Energies are in pJ. ``mapping`` describes the
+    chosen spatial/temporal mapping (free-form, JSON-able) and is dropped when costs are added.
+    """
+
+    name: str
+    macs: int
+    compute_cycles: int
+    total_cycles: int
+    utilization: float  # MACs / (PEs x total_cycles)
+    mapping_utilization: float  # MACs / (PEs x compute_cycles), the ceil/fold loss alone
+    dram_read_bytes: int
+    dram_write_bytes: int
+    mac_energy_pj: float
+    rf_energy_pj: float
+    glb_energy_pj: float
+    dram_energy_pj: float
+    latency_ms: float
+    num_pes: int
+    mapping: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def energy_pj(self) -> float:
+        return self.mac_energy_pj + self.rf_energy_pj + self.glb_energy_pj + self.dram_energy_pj
+
+    def __add__(self, other: LayerCost) -> LayerCost:
+        total = self.total_cycles + other.total_cycles
+        compute = self.compute_cycles + other.compute_cycles
+        macs = self.macs + other.macs
+        pes = max(self.num_pes, other.num_pes)
+        return LayerCost(
+            name="total",
+            macs=macs,
+            compute_cycles=compute,
+            total_cycles=total,
+            utilization=macs / (pes * total) if total else 0.0,
+            mapping_utilization=macs / (pes * compute) if compute else 0.0,
+            dram_read_bytes=self.dram_read_bytes + other.dram_read_bytes,
+            dram_write_bytes=self.dram_write_bytes + other.dram_write_bytes,
+            mac_energy_pj=self.mac_energy_pj + other.mac_energy_pj,
+            rf_energy_pj=self.rf_energy_pj + other.rf_energy_pj,
+            glb_energy_pj=self.glb_energy_pj + other.glb_energy_pj,
+            dram_energy_pj=self.dram_energy_pj + other.dram_energy_pj,
+            latency_ms=self.latency_ms + other.latency_ms,
+            num_pes=pes,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = _to_plain(self)
+        d["energy_pj"] = self.energy_pj
+        return d
+
+
+@dataclass(frozen=True)
+class HardwareReport:
+    """A network priced on an accelerator: per-layer costs, their total, area and power.
+
+    ``power_w`` is the average power over one inference (energy / latency).
+    """
+
+    layers: tuple[LayerCost, ...]
+    total: LayerCost
+    area_mm2: float
+    power_w: float
+
+    @property
+    def latency_ms(self) -> float:
+        return self.total.latency_ms
+
+    @property
+    def energy_mj(self) -> float:
+        return self.total.energy_pj * 1e-9
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers": [c.to_dict() for c in self.layers],
+            "total": {
+                **self.total.to_dict(),
+                "energy_mj": self.energy_mj,
+                "area_mm2": self.area_mm2,
+                "power_w": self.power_w,
+            },
+        }
+
+
+# --------------------------------------------------------------------------- one design
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Upper bounds a design must meet to be feasible (``None`` = unconstrained)."""
+
+    area_mm2: float | None = None
+    power_w: float | None = None
+    latency_ms: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+
+@dataclass(frozen=True)
+class DesignPoint:
+    """One point of the joint space: a network (with its compression) and an accelerator."""
+
+    network: NetworkSpec
+    accelerator: AcceleratorSpec
+
+    def training_key(self, task: TaskSpec) -> str:
+        """Stable key of everything that determines the trained weights (not the hardware)."""
+        t = task.to_dict()
+        t.pop("num_threads")  # does not change results
+        t.pop("device")
+        return stable_hash({"network": self.network.to_dict(), "task": t})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"network": self.network.to_dict(), "accelerator": self.accelerator.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DesignPoint:
+        return cls(
+            network=NetworkSpec.from_dict(d["network"]),
+            accelerator=AcceleratorSpec.from_dict(d["accelerator"]),
+        )
+
+
+@dataclass(frozen=True)
+class TrainingReport:
+    """Outcome of one brief training run.
+
+    ``state_dict`` is the trained model's ``torch.save`` bytes (CPU tensors), so a worker never
+    writes outside its own process; the driver decides where weights are stored.
+    """
+
+    val_accuracy: float
+    train_loss: float
+    steps: int
+    train_seconds: float
+    device: str
+    state_dict: bytes = b""
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What a worker returns for one design: hardware first, training only when feasible.
+
+    ``constraints`` maps a budget name to ``(value - budget) / budget`` (feasible iff all <= 0).
+    ``accuracy`` is the validation accuracy, or ``cached_accuracy`` given by the driver on a
+    cache hit, or 0.0 (pessimistic) when the design is infeasible and was not trained.
+    """
+
+    hardware: HardwareReport
+    constraints: dict[str, float]
+    feasible: bool
+    accuracy: float
+    training_key: str
+    training: TrainingReport | None = None
+    cached: bool = False
+    infeasible_reason: str | None = None
+    hw_seconds: float = 0.0

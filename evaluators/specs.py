@@ -139,7 +139,7 @@ class TaskSpec:
     epochs: int | None = 5
     steps: int | None = None
     batch_size: int = 64
-    lr: float = 0.01
+    lr: float = 0.3
     weight_decay: float = 5e-4
     device: str = "auto"
     seed: int = 0

@@ -1,0 +1,399 @@
+"""``codesign`` command line: a thin layer over the library, one function per subcommand.
+
+Exit codes: 0 success; 2 bad input (one ``error: <file>: <key>: <what>`` line per problem,
+no traceback unless ``--debug``); 1 an evaluation or internal failure; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+EPILOG = """\
+examples:
+  codesign validate experiments/quickstart.yaml
+  codesign run experiments/quickstart.yaml            # study in sqlite:///runs/quickstart.db
+  codesign inspect quickstart --json
+  codesign export quickstart --out exports/quickstart
+  codesign plot quickstart --out runs/quickstart.png
+  codesign resume quickstart --n-trials 40            # continue to 40 finished trials
+  codesign hw --accelerator experiments/accelerators/edge_systolic.yaml \\
+              --layers experiments/layers/resnet18_conv2.csv
+"""
+
+
+class UsageError(Exception):
+    """Bad command-line input that argparse cannot see (exit 2)."""
+
+
+def _storage_for(name: str, storage: str | None) -> str:
+    from codesign.study import default_url
+
+    return storage or default_url(name)
+
+
+def _open_named(name: str, storage: str | None) -> tuple[Any, Any, str]:
+    from codesign.study import load_existing, open_storage
+
+    url = _storage_for(name, storage)
+    st = open_storage(url)
+    study, cfg = load_existing(name, st, url)
+    return study, cfg, url
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from codesign.config import load
+
+    cfg = load(args.experiment)
+    n = len(cfg.space.distributions())
+    print(f"ok: {args.experiment}: study {cfg.study.name!r}, {cfg.study.n_trials} trials, "
+          f"objectives {list(cfg.objectives)}, {n} searched parameters, sampler "
+          f"{cfg.sampler.name}, storage {cfg.study.storage}")
+    return 0
+
+
+def _run(cfg: Any, study: Any, url: str, args: argparse.Namespace) -> int:
+    from codesign.report import pareto_table
+    from codesign.runner import RunOptions, run_study
+
+    opts = RunOptions(
+        n_trials=args.n_trials or cfg.study.n_trials,
+        workers=args.workers or cfg.execution.workers,
+        ray_address=args.ray_address or cfg.execution.ray_address,
+        progress=not args.no_progress,
+    )
+    summary = run_study(study, cfg, opts)
+    print(f"study {study.study_name!r} in {url}: {summary.complete} finished trials "
+          f"({summary.trained_now} trained, {summary.cache_hits_now} from the training cache, "
+          f"{summary.failed_now} failed, {summary.requeued} re-queued) in "
+          f"{summary.seconds:.1f} s")
+    print(pareto_table(study, cfg))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from codesign.config import load
+    from codesign.samplers import make
+    from codesign.study import create_or_load, is_default_location, open_storage
+
+    cfg = load(args.experiment)
+    if args.resume:
+        return cmd_resume(args, cfg_name=cfg.study.name,
+                          url=args.storage or cfg.study.storage)
+    url = args.storage or cfg.study.storage
+    storage = open_storage(url, create_dirs=is_default_location(url))
+    study, created = create_or_load(cfg, storage, sampler=make(cfg.sampler, seed=cfg.study.seed))
+    if not created:
+        print(f"study {cfg.study.name!r} exists with the same experiment: continuing it",
+              file=sys.stderr)
+    return _run(cfg, study, url, args)
+
+
+def cmd_resume(args: argparse.Namespace, cfg_name: str | None = None,
+               url: str | None = None) -> int:
+    import optuna
+
+    from codesign.samplers import make
+    from codesign.study import load_existing, open_storage
+
+    target = args.experiment if cfg_name is None else cfg_name
+    if cfg_name is None and target.endswith((".yaml", ".yml")):
+        from codesign.config import load
+
+        file_cfg = load(target)
+        cfg_name, url = file_cfg.study.name, args.storage or file_cfg.study.storage
+    name = cfg_name or target
+    url = url or _storage_for(name, args.storage)
+    storage = open_storage(url)
+    _, cfg = load_existing(name, storage, url)
+    study = optuna.load_study(study_name=name, storage=storage,
+                              sampler=make(cfg.sampler, seed=cfg.study.seed))
+    return _run(cfg, study, url, args)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    if args.name is None:
+        from codesign.study import open_storage
+
+        if not args.storage:
+            raise UsageError("inspect: give a study NAME or --storage URL to list its studies")
+        storage = open_storage(args.storage)
+        rows = [{"study": s.study_name, "trials": s.n_trials,
+                 "directions": [d.name.lower() for d in s.directions]}
+                for s in storage.get_all_studies()]
+        if args.json:
+            print(json.dumps({"storage": args.storage, "studies": rows}, indent=2))
+        else:
+            for r in rows:
+                print(f"{r['study']}: {r['trials']} trials, {', '.join(r['directions'])}")
+        return 0
+    from codesign.report import pareto_table, summary
+
+    study, cfg, url = _open_named(args.name, args.storage)
+    doc = summary(study, cfg, url)
+    if args.json:
+        print(json.dumps(doc, indent=2, default=str))
+        return 0
+    states = ", ".join(f"{v} {k}" for k, v in doc["trials_by_state"].items() if v)
+    print(f"study {doc['study']} ({url}): {states or 'no trials'}; target "
+          f"{doc['n_trials_target']} finished")
+    pairs = zip(doc["objectives"], doc["directions"])
+    print("objectives: " + ", ".join(f"{o} ({d})" for o, d in pairs))
+    if doc["constraints"]:
+        print("budgets: " + ", ".join(f"{k} <= {v}" for k, v in doc["constraints"].items()))
+    hv = doc["hypervolume"]
+    print(f"hypervolume: {hv['value']:.4f} (normalized; reference "
+          + ", ".join(f"{k}={v:.4g}" for k, v in hv["reference"].items()) + ")")
+    for name, b in doc["best"].items():
+        print(f"best {name}: {b['value']:.5g} (trial {b['trial']})")
+    c = doc["cache"]
+    print(f"training cache: {c['trainings']} trainings, {c['hits']} hits "
+          f"(hit rate {c['hit_rate']:.0%}), {c['infeasible_not_trained']} infeasible designs "
+          "not trained")
+    print(pareto_table(study, cfg))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from codesign.export import export_study
+
+    study, cfg, url = _open_named(args.name, args.storage)
+    rows = export_study(study, cfg, args.out, fmt=args.format, storage_url=url,
+                        test_accuracy=not args.no_test_accuracy, overwrite=args.overwrite)
+    print(f"exported {len(rows)} Pareto design(s) of {args.name!r} to {args.out}")
+    for r in rows:
+        acc = "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"
+        print(f"  {r['folder']}: val acc {r['accuracy']:.4f}, test acc {acc}, "
+              f"latency {r['latency_ms']:.4g} ms, energy {r['energy_mj']:.4g} mJ")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from codesign.plots import plot_study
+
+    study, cfg, _ = _open_named(args.name, args.storage)
+    out = plot_study(study, cfg, args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _print_hw(report: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    cols = ["name", "macs", "compute_cycles", "total_cycles", "utilization", "dram_read_bytes",
+            "dram_write_bytes", "energy_pj", "latency_ms"]
+    rows = [c.to_dict() for c in report.layers] + [report.total.to_dict()]
+    cells = [[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols]
+             for r in rows]
+    widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
+    for row in cells:
+        print("  ".join(x.rjust(w) for x, w in zip(row, widths)))
+    print(f"area {report.area_mm2:.4g} mm2, average power {report.power_w:.4g} W, energy "
+          f"{report.energy_mj:.4g} mJ, latency {report.latency_ms:.4g} ms")
+
+
+def cmd_hw(args: argparse.Namespace) -> int:
+    from evaluators.hardware import evaluate_network, load_accelerator_yaml, read_layers_csv
+
+    acc = load_accelerator_yaml(args.accelerator)
+    layers = read_layers_csv(args.layers)
+    _print_hw(evaluate_network(layers, acc), args.json)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from codesign.config import load
+    from evaluators.evaluate import evaluate
+    from search_spaces import SpaceError
+
+    cfg = load(args.experiment)
+    try:
+        params = json.loads(Path(args.params).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{args.params}: file: not found") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{args.params}: json: cannot be read ({e})") from None
+    if not isinstance(params, dict):
+        raise UsageError(f"{args.params}: (top level): expected a JSON object of parameters")
+    try:
+        cfg.space.check_params(params)
+    except SpaceError as e:
+        raise UsageError("\n".join(f"{args.params}: {k}: {m}" for k, m in e.problems)) from None
+    design = cfg.space.decode(params)
+    result = evaluate(design, cfg.task, cfg.budgets)
+    doc = {
+        "design": design.to_dict(),
+        "feasible": result.feasible,
+        "infeasible_reason": result.infeasible_reason,
+        "accuracy": result.accuracy,
+        "constraints": result.constraints,
+        "hardware": result.hardware.to_dict()["total"],
+        "training": None if result.training is None else {
+            "val_accuracy": result.training.val_accuracy,
+            "train_seconds": result.training.train_seconds,
+            "steps": result.training.steps, "device": result.training.device},
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_hw(result.hardware, False)
+        print(f"feasible: {result.feasible}" + (f" ({result.infeasible_reason})"
+                                                 if result.infeasible_reason else ""))
+        print(f"validation accuracy: {result.accuracy:.4f}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="codesign",
+        description="Hardware/algorithm co-design search for DNN accelerators: one experiment "
+        "YAML, a joint network x compression x accelerator space, Optuna multi-objective "
+        "search, Ray workers that price each design on an analytical accelerator model and "
+        "train it briefly.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> Any:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks and debug logs")
+        sp.set_defaults(func=fn)
+        return sp
+
+    sp = add("validate", cmd_validate, "check an experiment YAML; exit 2 with one line per "
+             "problem, create nothing")
+    sp.add_argument("experiment", help="experiment YAML")
+
+    def run_opts(sp: Any) -> None:
+        sp.add_argument("--storage", help="study storage URL (default: the YAML's "
+                        "study.storage, else sqlite:///runs/<name>.db)")
+        sp.add_argument("--n-trials", type=int, help="finished trials to reach in total")
+        sp.add_argument("--ray-address", help="connect to a running Ray cluster (e.g. "
+                        "auto or HOST:6379); default: start a local instance")
+        sp.add_argument("--workers", type=int, help="evaluations in flight at once")
+        sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    sp = add("run", cmd_run, "create a study from an experiment YAML and run it; prints the "
+             "Pareto table at the end (Ctrl-C stops cleanly)")
+    sp.add_argument("experiment", help="experiment YAML")
+    run_opts(sp)
+    sp.add_argument("--resume", action="store_true",
+                    help="continue the existing study of this name as it was stored")
+
+    sp = add("resume", cmd_resume, "continue a study until it has the requested number of "
+             "finished trials; trials left RUNNING by a crash are failed and re-queued")
+    sp.add_argument("experiment", metavar="NAME|EXP.yaml", help="study name or its YAML")
+    run_opts(sp)
+
+    sp = add("inspect", cmd_inspect, "trial counts, Pareto table, hypervolume, best per "
+             "objective, training-cache hit rate; without NAME, list the studies")
+    sp.add_argument("name", nargs="?", metavar="NAME")
+    sp.add_argument("--storage", help="storage URL (default sqlite:///runs/<NAME>.db)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("export", cmd_export, "write one folder per Pareto design (network, weights, "
+             "accelerator, metrics, SCALE-Sim topology) plus an index")
+    sp.add_argument("name", metavar="NAME")
+    sp.add_argument("--storage", help="storage URL (default sqlite:///runs/<NAME>.db)")
+    sp.add_argument("--out", required=True, help="output folder")
+    sp.add_argument("--format", default="yaml", choices=["yaml", "json", "csv"],
+                    help="file format of specs and index (default yaml)")
+    sp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    sp.add_argument("--no-test-accuracy", action="store_true",
+                    help="skip computing test accuracy of the exported designs")
+
+    sp = add("plot", cmd_plot, "Pareto front and hypervolume history as PNG (or HTML)")
+    sp.add_argument("name", metavar="NAME")
+    sp.add_argument("--storage", help="storage URL (default sqlite:///runs/<NAME>.db)")
+    sp.add_argument("--out", required=True, help="FILE.png or FILE.html")
+
+    sp = add("hw", cmd_hw, "the accelerator model alone on a SCALE-Sim topology CSV")
+    sp.add_argument("--accelerator", required=True, help="accelerator YAML")
+    sp.add_argument("--layers", required=True, help="layers CSV (SCALE-Sim topology format)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("evaluate", cmd_evaluate, "evaluate one design of an experiment's space outside "
+             "a study (hardware model, then training)")
+    sp.add_argument("experiment", help="experiment YAML")
+    sp.add_argument("--params", required=True, help="JSON object of parameter values")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _error_lines(exc: BaseException) -> list[str] | None:
+    """The ``error:`` lines for an expected (user-input) exception, else ``None``."""
+    from codesign.config import ConfigError
+    from codesign.errors import CodesignError
+    from evaluators.specs import InputError
+    from search_spaces import SpaceError
+
+    if isinstance(exc, ConfigError):
+        return exc.lines()
+    if isinstance(exc, UsageError):
+        return str(exc).splitlines()
+    if isinstance(exc, (CodesignError, InputError)):
+        return [str(exc)]
+    if isinstance(exc, SpaceError):
+        return [f"{k}: {m}" for k, m in exc.problems]
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        warnings.filterwarnings("ignore")
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exits
+        from codesign.errors import Interrupted
+        from evaluators.specs import EvaluatorError
+
+        if debug:
+            raise
+        lines = _error_lines(exc)
+        if isinstance(exc, Interrupted):
+            print(f"error: {exc}", file=sys.stderr)
+            return 130
+        if lines is not None:
+            for line in lines:
+                print(f"error: {line}", file=sys.stderr)
+            return 2
+        if isinstance(exc, EvaluatorError):
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        print(f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for "
+              "the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

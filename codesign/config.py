@@ -1,0 +1,427 @@
+"""Experiment YAML: load -> validate -> build an immutable :class:`ExperimentConfig`.
+
+Every problem in a file is collected before one :class:`ConfigError` is raised; each problem
+is ``(dotted.key.path, message with the bad value)``. YAML is read with a safe loader that
+also refuses duplicate keys; tags that would build Python objects are refused, never run.
+Loading has no side effects: nothing is created on disk.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evaluators.specs import DATASETS, DEVICES, Budgets, TaskSpec, stable_hash
+from search_spaces import JointSpace, SpaceError
+from search_spaces import build as build_space
+
+SCHEMA_VERSION = 1
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+# objective name -> Optuna direction
+OBJECTIVES: dict[str, str] = {
+    "accuracy": "maximize",
+    "latency_ms": "minimize",
+    "energy_mj": "minimize",
+    "area_mm2": "minimize",
+    "power_w": "minimize",
+}
+CONSTRAINTS = ("area_mm2", "power_w", "latency_ms")
+
+# sampler name -> {option: (kind, check)}
+_INT, _FLOAT, _BOOL, _STR = "int", "float", "bool", "str"
+SAMPLERS: dict[str, dict[str, tuple[str, Callable[[Any], str | None] | None]]] = {
+    "nsga2": {
+        "population_size": (_INT, lambda v: None if v >= 2 else "must be >= 2"),
+        "mutation_prob": (_FLOAT, lambda v: None if 0 <= v <= 1 else "must be in [0, 1]"),
+        "crossover_prob": (_FLOAT, lambda v: None if 0 <= v <= 1 else "must be in [0, 1]"),
+        "swapping_prob": (_FLOAT, lambda v: None if 0 <= v <= 1 else "must be in [0, 1]"),
+    },
+    "nsga3": {
+        "population_size": (_INT, lambda v: None if v >= 2 else "must be >= 2"),
+        "dividing_parameter": (_INT, lambda v: None if v >= 1 else "must be >= 1"),
+        "mutation_prob": (_FLOAT, lambda v: None if 0 <= v <= 1 else "must be in [0, 1]"),
+        "crossover_prob": (_FLOAT, lambda v: None if 0 <= v <= 1 else "must be in [0, 1]"),
+    },
+    "tpe": {
+        "n_startup_trials": (_INT, lambda v: None if v >= 0 else "must be >= 0"),
+        "n_ei_candidates": (_INT, lambda v: None if v >= 1 else "must be >= 1"),
+        "multivariate": (_BOOL, None),
+        "constant_liar": (_BOOL, None),
+    },
+    "gp": {
+        "n_startup_trials": (_INT, lambda v: None if v >= 0 else "must be >= 0"),
+        "deterministic_objective": (_BOOL, None),
+    },
+    "random": {},
+    "qmc": {
+        "qmc_type": (_STR, lambda v: None if v in ("sobol", "halton") else
+                     "must be sobol or halton"),
+        "scramble": (_BOOL, None),
+    },
+}
+
+
+class ConfigError(ValueError):
+    """An experiment file is invalid. ``problems`` holds ``(key path, message)`` pairs."""
+
+    def __init__(self, path: str, problems: list[tuple[str, str]]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        return [f"{self.path}: {key}: {msg}" for key, msg in self.problems]
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    seed: int
+    n_trials: int
+    storage: str  # resolved URL
+    artifacts_dir: str
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    ray_address: str | None = None
+    workers: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_retries: int = 1
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A validated experiment. ``resolved`` is the full YAML mapping with defaults filled in."""
+
+    source: str
+    study: StudyConfig
+    objectives: tuple[str, ...]
+    budgets: Budgets
+    sampler: SamplerConfig
+    task: TaskSpec
+    space: JointSpace
+    execution: ExecutionConfig
+    resolved: dict[str, Any]
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o] for o in self.objectives]
+
+    def fingerprint(self) -> str:
+        """Hash of what defines the study's results (not trial count, storage or execution)."""
+        r = dict(self.resolved)
+        r.pop("execution", None)
+        r["study"] = {k: v for k, v in r["study"].items() if k in ("name", "seed")}
+        return stable_hash(r)
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also rejects duplicate keys in a mapping."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, (list, dict)):
+            continue
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """Read one YAML document safely. Raises :class:`ConfigError` with a one-line reason."""
+    p = str(path)
+    try:
+        text = Path(p).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(p, [("file", "not found")]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(p, [("file", f"cannot be read ({e})")]) from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.constructor.ConstructorError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}" if mark else "yaml"
+        problem = str(e.problem or e)
+        if "could not determine a constructor" in problem:
+            tag = problem.split("tag", 1)[-1].strip(" '")
+            problem = f"YAML tag '{tag}' is refused (only plain YAML data is accepted)"
+        raise ConfigError(p, [(where, problem)]) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "yaml"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(p, [(where, f"malformed YAML: {problem}")]) from None
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class _Section:
+    """Reads typed keys of one mapping, collecting problems under a dotted path."""
+
+    def __init__(self, raw: Any, path: str, problems: list[tuple[str, str]]) -> None:
+        self.path = path
+        self.problems = problems
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            problems.append((path, f"expected a mapping, got {raw!r}"))
+            raw = {}
+        self.raw = raw
+        self.read: set[str] = set()
+
+    def get(
+        self,
+        key: str,
+        kind: str,
+        default: Any,
+        check: Callable[[Any], str | None] | None = None,
+        nullable: bool = False,
+    ) -> Any:
+        self.read.add(key)
+        if key not in self.raw:
+            return default
+        v = self.raw[key]
+        where = f"{self.path}.{key}"
+        if v is None and nullable:
+            return None
+        ok = {
+            _INT: isinstance(v, int) and not isinstance(v, bool),
+            _FLOAT: isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v),
+            _BOOL: isinstance(v, bool),
+            _STR: isinstance(v, str),
+        }[kind]
+        if not ok:
+            self.problems.append((where, f"expected {kind}, got {v!r} ({type(v).__name__})"))
+            return default
+        if check is not None:
+            msg = check(v)
+            if msg:
+                self.problems.append((where, f"{msg}, got {v!r}"))
+                return default
+        return float(v) if kind == _FLOAT else v
+
+    def finish(self) -> None:
+        for key in sorted(set(map(str, self.raw)) - self.read):
+            self.problems.append(
+                (f"{self.path}.{key}", f"unknown key; known: {', '.join(sorted(self.read))}")
+            )
+
+
+def _pos(v: Any) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def _nonneg(v: Any) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def _fraction(v: Any) -> str | None:
+    return None if 0 < v < 1 else "must be in (0, 1)"
+
+
+def load(path: str | os.PathLike[str], *, check_data: bool = True) -> ExperimentConfig:
+    """Read, validate and build an experiment. Raises :class:`ConfigError` listing all problems.
+
+    Args:
+        path: the experiment YAML.
+        check_data: also check that the dataset's files exist under ``task.data_dir``.
+    """
+    src = str(path)
+    raw = read_yaml(src)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(src, [("(top level)", f"expected a mapping, got {raw!r}")])
+    return from_mapping(raw, source=src, check_data=check_data)
+
+
+def from_mapping(
+    raw: Mapping[str, Any], *, source: str = "<experiment>", check_data: bool = True
+) -> ExperimentConfig:
+    """Validate an already-parsed experiment mapping (see :func:`load`)."""
+    problems: list[tuple[str, str]] = []
+    top = _Section(raw, "", problems)
+    version = raw.get("schema_version")
+    top.read.add("schema_version")
+    if version is None:
+        problems.append(("schema_version", f"missing; write `schema_version: {SCHEMA_VERSION}`"))
+    elif version != SCHEMA_VERSION or isinstance(version, bool):
+        problems.append(("schema_version", f"unsupported version {version!r}; this codesign "
+                         f"reads version {SCHEMA_VERSION}"))
+
+    # study ---------------------------------------------------------------------------
+    top.read.add("study")
+    s = _Section(raw.get("study"), "study", problems)
+    name = s.get("name", _STR, None,
+                 lambda v: None if NAME_RE.match(v) else
+                 "must be 1-64 letters, digits, '_', '.', '-' and start with a letter or digit")
+    if "name" not in s.raw:
+        problems.append(("study.name", "missing (the study's name, also its default file name)"))
+    seed = s.get("seed", _INT, 0, _nonneg)
+    n_trials = s.get("n_trials", _INT, 20, _pos)
+    storage = s.get("storage", _STR, None, None, nullable=True)
+    artifacts = s.get("artifacts_dir", _STR, None, None, nullable=True)
+    s.finish()
+    safe = name or "study"
+    study = StudyConfig(
+        name=safe,
+        seed=seed,
+        n_trials=n_trials,
+        storage=storage or f"sqlite:///runs/{safe}.db",
+        artifacts_dir=artifacts or f"runs/{safe}-artifacts",
+    )
+
+    # objectives / constraints ----------------------------------------------------------
+    top.read.add("objectives")
+    objectives_raw = raw.get("objectives", ["accuracy", "latency_ms", "energy_mj"])
+    objectives: tuple[str, ...] = ("accuracy", "latency_ms", "energy_mj")
+    if not isinstance(objectives_raw, list) or not objectives_raw:
+        problems.append(("objectives", f"expected a non-empty list of names from "
+                         f"{list(OBJECTIVES)}, got {objectives_raw!r}"))
+    else:
+        bad = [o for o in objectives_raw if o not in OBJECTIVES]
+        if bad:
+            problems.append(("objectives", f"unknown objective(s) {bad}; known: "
+                             f"{list(OBJECTIVES)}"))
+        elif len(set(objectives_raw)) != len(objectives_raw):
+            problems.append(("objectives", f"duplicate objectives in {objectives_raw}"))
+        else:
+            objectives = tuple(objectives_raw)
+
+    top.read.add("constraints")
+    c = _Section(raw.get("constraints"), "constraints", problems)
+    budgets = Budgets(**{k: c.get(k, _FLOAT, None, _pos, nullable=True) for k in CONSTRAINTS})
+    c.finish()
+
+    # sampler -----------------------------------------------------------------------
+    top.read.add("sampler")
+    sm = _Section(raw.get("sampler"), "sampler", problems)
+    sname = sm.get("name", _STR, "nsga2",
+                   lambda v: None if v in SAMPLERS else f"must be one of {list(SAMPLERS)}")
+    options = {}
+    for opt, (kind, check) in SAMPLERS.get(sname, {}).items():
+        if opt in sm.raw:
+            options[opt] = sm.get(opt, kind, None, check)
+    sm.finish()
+    sampler = SamplerConfig(sname, options)
+
+    # task ----------------------------------------------------------------------------
+    top.read.add("task")
+    t = _Section(raw.get("task"), "task", problems)
+    defaults = TaskSpec()
+    dataset = t.get("dataset", _STR, defaults.dataset,
+                    lambda v: None if v in DATASETS else f"unknown dataset; known: "
+                    f"{list(DATASETS)}")
+    data_dir = t.get("data_dir", _STR, None, None, nullable=True)
+    epochs = t.get("epochs", _INT, None, _pos, nullable=True)
+    steps = t.get("steps", _INT, None, _pos, nullable=True)
+    if epochs is not None and steps is not None:
+        problems.append(("task.steps", "give either epochs or steps, not both"))
+    if epochs is None and steps is None:
+        epochs = defaults.epochs
+    task = TaskSpec(
+        dataset=dataset,
+        data_dir=data_dir,
+        epochs=epochs,
+        steps=steps,
+        batch_size=t.get("batch_size", _INT, defaults.batch_size, _pos),
+        lr=t.get("lr", _FLOAT, defaults.lr, _pos),
+        weight_decay=t.get("weight_decay", _FLOAT, defaults.weight_decay, _nonneg),
+        device=t.get("device", _STR, defaults.device,
+                     lambda v: None if v in DEVICES else f"must be one of {list(DEVICES)}"),
+        seed=seed,
+        split_seed=t.get("split_seed", _INT, defaults.split_seed, _nonneg),
+        val_fraction=t.get("val_fraction", _FLOAT, defaults.val_fraction, _fraction),
+        test_fraction=t.get("test_fraction", _FLOAT, defaults.test_fraction, _fraction),
+    )
+    if task.val_fraction + task.test_fraction >= 0.9:
+        problems.append(("task.test_fraction", "val_fraction + test_fraction must be < 0.9, "
+                         f"got {task.val_fraction} + {task.test_fraction}"))
+    t.finish()
+    info = (1, 8, 10)
+    if dataset in DATASETS:
+        from evaluators.training import check_dataset_files, dataset_info
+
+        info = dataset_info(dataset)
+        if check_data:
+            for msg in check_dataset_files(dataset, data_dir):
+                problems.append(("task.data_dir", msg))
+
+    # execution -----------------------------------------------------------------------
+    top.read.add("execution")
+    e = _Section(raw.get("execution"), "execution", problems)
+    execution = ExecutionConfig(
+        ray_address=e.get("ray_address", _STR, None, None, nullable=True),
+        workers=e.get("workers", _INT, 2, _pos),
+        cpus_per_trial=e.get("cpus_per_trial", _FLOAT, 1.0, _pos),
+        gpus_per_trial=e.get("gpus_per_trial", _FLOAT, 0.0, _nonneg),
+        max_retries=e.get("max_retries", _INT, 1, _nonneg),
+    )
+    e.finish()
+
+    # space ---------------------------------------------------------------------------
+    top.read.add("space")
+    space = None
+    try:
+        space = build_space(raw.get("space"), in_channels=info[0], input_hw=info[1],
+                            num_classes=info[2])
+    except SpaceError as err:
+        problems.extend(err.problems)
+
+    for k in sorted(set(map(str, raw)) - top.read):
+        problems.append((k, f"unknown key; known: {', '.join(sorted(top.read))}"))
+
+    if problems:
+        raise ConfigError(source, problems)
+    assert space is not None
+    resolved = {
+        "schema_version": SCHEMA_VERSION,
+        "study": dict(vars(study)),
+        "objectives": list(objectives),
+        "constraints": {k: v for k, v in budgets.to_dict().items() if v is not None},
+        "sampler": {"name": sampler.name, **sampler.options},
+        "task": {k: v for k, v in task.to_dict().items() if k not in ("seed", "num_threads")},
+        "space": space.to_yaml(),
+        "execution": dict(vars(execution)),
+    }
+    return ExperimentConfig(
+        source=source,
+        study=study,
+        objectives=objectives,
+        budgets=budgets,
+        sampler=sampler,
+        task=task,
+        space=space,
+        execution=execution,
+        resolved=resolved,
+    )

@@ -1,0 +1,23 @@
+"""Exception types of the orchestration layer (the CLI maps each to an exit code)."""
+
+from __future__ import annotations
+
+
+class CodesignError(Exception):
+    """Base class: a user-facing problem with a one-line message (exit code 2)."""
+
+
+class StorageError(CodesignError):
+    """The study storage cannot be opened, or the study is not in it."""
+
+
+class StudyConflict(CodesignError):
+    """A study of that name exists with a different experiment."""
+
+
+class RunAborted(CodesignError):
+    """The run stopped before reaching its target (too many failures)."""
+
+
+class Interrupted(CodesignError):
+    """Ctrl-C / SIGTERM: finished trials are kept, in-flight ones were marked failed."""

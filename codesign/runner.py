@@ -1,0 +1,379 @@
+"""The driver loop: ask -> DesignPoint -> Ray task -> EvalResult -> tell.
+
+The driver is the study's only writer. It keeps at most ``workers`` evaluations in flight as
+Ray tasks, tells each result as it arrives, retries an evaluation that crashed (not one that
+failed for a deterministic reason such as a diverging loss) up to ``max_retries`` times, and
+stops cleanly on Ctrl-C / SIGTERM: finished trials stay, in-flight ones are told FAIL.
+
+Trial user attributes written here (all prefixed ``codesign.``): ``design`` (the decoded
+:class:`DesignPoint`), ``training_key``, ``hw`` (network totals), ``layers`` (per-layer costs),
+``feasible``, ``infeasible_reason``, ``trained``, ``cached``, ``train_seconds``,
+``hw_seconds``, ``weights`` (path of the trained weights), ``driver``, ``attempts``,
+``fail_reason``, ``requeued_from``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from codesign.config import ExperimentConfig
+from codesign.errors import CodesignError, Interrupted, RunAborted
+from evaluators.specs import DesignPoint, EvalResult, EvaluatorError, InfeasibleDesign
+
+log = logging.getLogger(__name__)
+A = "codesign."
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How one driver session runs (may differ between ``run`` and ``resume``)."""
+
+    n_trials: int
+    workers: int
+    ray_address: str | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    complete: int
+    failed_now: int
+    requeued: int
+    trained_now: int
+    cache_hits_now: int
+    seconds: float
+
+
+@dataclass
+class _Pending:
+    trial: optuna.Trial
+    design: DesignPoint
+    key: str
+    cached: float | None
+    attempt: int
+    started: float
+
+
+def _driver_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(driver: str | None) -> bool:
+    """Whether the driver that started a RUNNING trial is still alive (this host only)."""
+    if not driver or ":" not in driver:
+        return False
+    host, pid = driver.rsplit(":", 1)
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def requeue_stale(study: optuna.Study) -> int:
+    """Fail trials left RUNNING by a dead driver and enqueue their designs again.
+
+    Returns:
+        The number of trials re-queued.
+    """
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _alive(t.user_attrs.get(A + "driver")):
+            continue
+        study._storage.set_trial_user_attr(
+            t._trial_id, A + "fail_reason",
+            "left RUNNING by a driver that stopped; its design was re-queued",
+        )
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        if t.params:
+            study.enqueue_trial(t.params, user_attrs={A + "requeued_from": t.number})
+        n += 1
+    return n
+
+
+class TrainingCache:
+    """The study is the cache: training key -> (validation accuracy, weights path)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._entries: dict[str, tuple[float, str | None]] = {}
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            self.add(t.user_attrs)
+
+    def add(self, attrs: dict[str, Any]) -> None:
+        if attrs.get(A + "trained") and attrs.get(A + "training_key"):
+            acc = attrs.get(A + "accuracy")
+            if acc is not None:
+                self._entries[attrs[A + "training_key"]] = (acc, attrs.get(A + "weights"))
+
+    def get(self, key: str) -> tuple[float, str | None] | None:
+        return self._entries.get(key)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def objective_values(result: EvalResult, objectives: tuple[str, ...]) -> list[float]:
+    hw = result.hardware
+    table = {"accuracy": result.accuracy, "latency_ms": hw.latency_ms,
+             "energy_mj": hw.energy_mj, "area_mm2": hw.area_mm2, "power_w": hw.power_w}
+    return [float(table[o]) for o in objectives]
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def init_ray(address: str | None) -> None:
+    """Start a local Ray instance, or connect to the cluster at ``address``."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
+                                  logging_level=logging.WARNING)
+    try:
+        if address:
+            import evaluators
+
+            # Ship the evaluators package (workers import nothing else of ours); the nodes
+            # need torch, numpy and scikit-learn installed.
+            ray.init(address=address, runtime_env={"py_modules": [evaluators]}, **kwargs)
+        else:
+            ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise CodesignError(f"ray: cannot connect to {address or 'a local instance'} "
+                            f"({str(e).splitlines()[0]})") from None
+
+
+def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> RunSummary:
+    """Run the driver loop until the study has ``opts.n_trials`` COMPLETE trials.
+
+    Raises:
+        Interrupted: on Ctrl-C / SIGTERM (after marking in-flight trials failed).
+        RunAborted: when failures exceed ``max(10, 2 * n_trials)`` in this session.
+    """
+    import ray
+
+    t_start = time.perf_counter()
+    requeued = requeue_stale(study)
+    cache = TrainingCache(study)
+    space = cfg.space
+    dists = space.distributions()
+    threads = max(1, int(cfg.execution.cpus_per_trial))
+    task = replace(cfg.task, num_threads=threads)
+    artifacts = Path(cfg.study.artifacts_dir)
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if complete >= opts.n_trials:
+        return RunSummary(complete, 0, requeued, 0, 0, 0.0)
+
+    init_ray(opts.ray_address)
+    from evaluators.evaluate import evaluate
+
+    remote = ray.remote(evaluate).options(
+        num_cpus=cfg.execution.cpus_per_trial, num_gpus=cfg.execution.gpus_per_trial,
+        max_retries=0,
+    )
+    pending: dict[Any, _Pending] = {}
+    # A trial whose network is being trained right now by another trial waits for that
+    # training instead of training the same network twice.
+    training_now: set[str] = set()
+    deferred: dict[str, list[_Pending]] = {}
+    failed = trained = hits = 0
+    max_failures = max(10, 2 * opts.n_trials)
+    last_failure = ""
+    bar = _progress(opts, study.study_name, complete)
+
+    def dispatch(p: _Pending) -> None:
+        ref = remote.remote(p.design, task, cfg.budgets, cached_accuracy=p.cached)
+        pending[ref] = p
+
+    def start(p: _Pending) -> None:
+        if p.cached is None:
+            if p.key in training_now:
+                deferred.setdefault(p.key, []).append(p)
+                return
+            training_now.add(p.key)
+        dispatch(p)
+
+    def release(p: _Pending) -> None:
+        """``p`` has its final outcome: start the trials that waited for its training."""
+        if p.cached is not None:
+            return
+        training_now.discard(p.key)
+        hit = cache.get(p.key)
+        for q in deferred.pop(p.key, []):
+            q.cached = hit[0] if hit else None
+            start(q)
+
+    def n_deferred() -> int:
+        return sum(len(v) for v in deferred.values())
+
+    def fail(p: _Pending, reason: str, state: TrialState = TrialState.FAIL) -> None:
+        nonlocal failed, last_failure
+        p.trial.set_user_attr(A + "fail_reason", reason[:2000])
+        p.trial.set_user_attr(A + "attempts", p.attempt + 1)
+        study.tell(p.trial, state=state)
+        failed += 1
+        last_failure = reason
+        log.info("trial %d %s: %s", p.trial.number, state.name.lower(), reason)
+
+    try:
+        with _sigterm_as_interrupt():
+            while True:
+                while (len(pending) < opts.workers
+                       and complete + len(pending) + n_deferred() < opts.n_trials):
+                    if failed > max_failures:
+                        break
+                    trial = study.ask(dists)
+                    design = space.decode(trial.params)
+                    key = design.training_key(task)
+                    hit = cache.get(key)
+                    trial.set_user_attr(A + "design", design.to_dict())
+                    trial.set_user_attr(A + "training_key", key)
+                    trial.set_user_attr(A + "driver", _driver_id())
+                    start(_Pending(trial, design, key, hit[0] if hit else None, 0,
+                                   time.perf_counter()))
+                if not pending:
+                    break
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                for ref in done:
+                    p = pending.pop(ref)
+                    try:
+                        result: EvalResult = ray.get(ref)
+                        _tell(study, cfg, p, result, artifacts, cache)
+                        complete += 1
+                        trained += result.training is not None
+                        hits += result.cached
+                        if bar is not None:
+                            bar.update(1)
+                    except ray.exceptions.RayTaskError as e:
+                        cause = e.as_instanceof_cause()
+                        if isinstance(cause, InfeasibleDesign):
+                            fail(p, f"unmappable: {cause}", TrialState.PRUNED)
+                        elif isinstance(cause, EvaluatorError):
+                            fail(p, f"{type(cause).__name__}: {cause}")
+                        elif p.attempt < cfg.execution.max_retries:
+                            p.attempt += 1
+                            dispatch(p)
+                            continue
+                        else:
+                            fail(p, f"{type(cause).__name__}: {str(cause).splitlines()[-1]}")
+                    except ray.exceptions.RayError as e:  # worker died, task lost
+                        if p.attempt < cfg.execution.max_retries:
+                            p.attempt += 1
+                            dispatch(p)
+                            continue
+                        else:
+                            fail(p, f"{type(e).__name__}: {str(e).splitlines()[0]}")
+                    release(p)
+                if bar is not None:
+                    bar.set_postfix(running=len(pending), failed=failed, cached=hits,
+                                    refresh=False)
+                if failed > max_failures and not pending:
+                    raise RunAborted(
+                        f"stopped after {failed} failed trials (last: {last_failure}); "
+                        "see `codesign inspect` for the reasons"
+                    )
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        waiting = [q for qs in deferred.values() for q in qs]
+        for p in [*pending.values(), *waiting]:
+            p.trial.set_user_attr(A + "fail_reason", "interrupted (Ctrl-C or SIGTERM)")
+            study.tell(p.trial, state=TrialState.FAIL)
+        raise Interrupted(
+            f"interrupted: {complete} finished trials kept, {len(pending) + len(waiting)} "
+            f"in-flight trials marked failed; continue with "
+            f"`codesign resume {study.study_name}`"
+        ) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    return RunSummary(complete, failed, requeued, trained, hits,
+                      time.perf_counter() - t_start)
+
+
+def _tell(
+    study: optuna.Study,
+    cfg: ExperimentConfig,
+    p: _Pending,
+    result: EvalResult,
+    artifacts: Path,
+    cache: TrainingCache,
+) -> None:
+    trial = p.trial
+    attrs: dict[str, Any] = {
+        "feasible": result.feasible,
+        "infeasible_reason": result.infeasible_reason,
+        "accuracy": result.accuracy,
+        "hw": result.hardware.to_dict()["total"],
+        "layers": [c.to_dict() for c in result.hardware.layers],
+        "trained": result.training is not None,
+        "cached": result.cached,
+        "hw_seconds": result.hw_seconds,
+        "attempts": p.attempt + 1,
+        "wall_seconds": time.perf_counter() - p.started,
+    }
+    if result.training is not None:
+        tr = result.training
+        attrs["train_seconds"] = tr.train_seconds
+        attrs["train_steps"] = tr.steps
+        attrs["train_loss"] = tr.train_loss
+        attrs["device"] = tr.device
+        if tr.state_dict:
+            path = artifacts / "weights" / f"{result.training_key}.pt"
+            if not path.exists():
+                _write_atomic(path, tr.state_dict)
+            attrs["weights"] = str(path)
+    elif result.cached:
+        hit = cache.get(p.key)
+        attrs["weights"] = hit[1] if hit else None
+    for k, v in attrs.items():
+        trial.set_user_attr(A + k, v)
+    for name, value in result.constraints.items():
+        trial.set_constraint(name, value)
+    study.tell(trial, objective_values(result, cfg.objectives))
+    cache.add({A + k: v for k, v in attrs.items()} | {A + "training_key": p.key})
+
+
+def _progress(opts: RunOptions, name: str, initial: int) -> Any:
+    if not opts.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=opts.n_trials, initial=initial, desc=name, unit="trial",
+                file=sys.stderr, dynamic_ncols=True, smoothing=0.1)

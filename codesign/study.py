@@ -1,0 +1,215 @@
+"""Open, create and resume Optuna studies on durable storage.
+
+Storage is chosen by URL, one code path (``optuna.storages``):
+
+- ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the default,
+  ``sqlite:///runs/<name>.db``),
+- ``postgresql://user:pass@host:port/db`` (several drivers sharing one study; needs a
+  PostgreSQL driver such as ``psycopg2-binary``),
+- ``journal:path/to/file.log`` (Optuna's journal file, for shared file systems).
+
+The driver process is the only writer: workers never see the storage. The study keeps the
+resolved experiment, its fingerprint, package versions and the git revision as user
+attributes, so ``resume``, ``inspect`` and ``export`` never need the original YAML.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from codesign.config import ExperimentConfig, from_mapping
+from codesign.errors import StorageError, StudyConflict
+
+ATTR_EXPERIMENT = "codesign.experiment"
+ATTR_FINGERPRINT = "codesign.fingerprint"
+ATTR_PROVENANCE = "codesign.provenance"
+ATTR_OBJECTIVES = "codesign.objectives"
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    rest = url[len("sqlite:///"):].split("?", 1)[0]
+    return None if rest in ("", ":memory:") else Path(rest)
+
+
+def open_storage(url: str, *, create_dirs: bool = False) -> optuna.storages.BaseStorage:
+    """Open the storage at ``url``.
+
+    Args:
+        url: see the module docstring.
+        create_dirs: create the parent folder of a SQLite or journal file (used for the
+            default ``runs/`` folder); otherwise a missing folder is an error.
+
+    Raises:
+        StorageError: one line saying what is wrong with the URL or the server.
+    """
+    if url.startswith("journal:"):
+        path = Path(url[len("journal:"):].removeprefix("//"))
+        _check_parent(url, path, create_dirs)
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        try:
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as e:
+            raise StorageError(f"{url}: cannot open the journal file ({e})") from None
+    scheme = url.split(":", 1)[0]
+    if scheme not in ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg",
+                      "mysql", "mysql+pymysql"):
+        raise StorageError(f"{url}: unsupported storage URL; use sqlite:///FILE.db, "
+                           "postgresql://USER@HOST/DB or journal:FILE.log")
+    engine_kwargs: dict[str, Any] = {}
+    sqlite = _sqlite_path(url)
+    if sqlite is not None:
+        created = not sqlite.exists()
+        _check_parent(url, sqlite, create_dirs)
+        engine_kwargs = {"connect_args": {"timeout": 30}}
+    else:
+        created = False
+        if scheme.startswith("postgresql"):
+            engine_kwargs = {"connect_args": {"connect_timeout": 5}}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                          skip_compatibility_check=False)
+    except ModuleNotFoundError as e:
+        raise StorageError(f"{url}: the database driver is not installed ({e.name}); for "
+                           "PostgreSQL run `pip install psycopg2-binary`") from None
+    except Exception as e:  # sqlalchemy raises many types; all mean "cannot open"
+        if sqlite is not None and created and sqlite.exists():
+            sqlite.unlink()  # leave nothing half-made behind
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise StorageError(f"{url}: cannot open the storage ({reason})") from None
+
+
+def _check_parent(url: str, path: Path, create: bool) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.is_dir():
+        return
+    if create:
+        parent.mkdir(parents=True, exist_ok=True)
+        return
+    raise StorageError(f"{url}: folder {str(parent)!r} does not exist")
+
+
+def provenance() -> dict[str, Any]:
+    """Package versions, git revision and time: stored with every study."""
+    versions = {}
+    for pkg in ("codesign", "optuna", "torch", "ray", "numpy"):
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "versions": versions,
+        "git_revision": git_revision(),
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def git_revision() -> str | None:
+    """The git revision of the codesign source tree, ``None`` outside a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                           capture_output=True, text=True, timeout=5, check=False).stdout
+    return out.stdout.strip() + ("+dirty" if dirty.strip() else "")
+
+
+def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    return any(s.study_name == name for s in storage.get_all_studies())
+
+
+def create_or_load(
+    cfg: ExperimentConfig, storage: optuna.storages.BaseStorage, *, sampler: Any
+) -> tuple[optuna.Study, bool]:
+    """Create the study of ``cfg``, or load it if it exists with the same experiment.
+
+    Returns:
+        ``(study, created)``.
+
+    Raises:
+        StudyConflict: a study of that name exists with a different experiment.
+    """
+    name = cfg.study.name
+    if study_exists(storage, name):
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        stored = study.user_attrs.get(ATTR_FINGERPRINT)
+        if stored != cfg.fingerprint():
+            old = study.user_attrs.get(ATTR_EXPERIMENT, {})
+            changed = _diff_keys(old, cfg.resolved)
+            raise StudyConflict(
+                f"study {name!r} already exists in this storage with a different experiment "
+                f"(changed: {', '.join(changed) or 'unknown'}); choose a new study.name, or "
+                f"`codesign resume {name}` to continue it as it was"
+            )
+        return study, False
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                directions=cfg.directions)
+    study.set_metric_names(list(cfg.objectives))
+    study.set_user_attr(ATTR_EXPERIMENT, cfg.resolved)
+    study.set_user_attr(ATTR_FINGERPRINT, cfg.fingerprint())
+    study.set_user_attr(ATTR_OBJECTIVES, list(cfg.objectives))
+    study.set_user_attr(ATTR_PROVENANCE, provenance())
+    return study, True
+
+
+def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    ignore = {"execution", "study.n_trials", "study.storage", "study.artifacts_dir"}
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            p = f"{prefix}.{k}" if prefix else str(k)
+            if p not in ignore:
+                out += _diff_keys(old.get(k), new.get(k), p)
+        return out
+    return [] if old == new else [prefix]
+
+
+def load_existing(
+    name: str, storage: optuna.storages.BaseStorage, url: str
+) -> tuple[optuna.Study, ExperimentConfig]:
+    """Load a codesign study by name and rebuild its experiment from the stored copy."""
+    if not study_exists(storage, name):
+        names = [s.study_name for s in storage.get_all_studies()]
+        raise StorageError(f"{url}: no study named {name!r} (studies here: "
+                           f"{', '.join(names) or 'none'})")
+    study = optuna.load_study(study_name=name, storage=storage)
+    raw = study.user_attrs.get(ATTR_EXPERIMENT)
+    if raw is None:
+        raise StorageError(f"{url}: study {name!r} was not made by codesign (no stored "
+                           "experiment)")
+    cfg = from_mapping(raw, source=f"{url}#{name}", check_data=False)
+    return study, cfg
+
+
+def counts_by_state(study: optuna.Study) -> dict[str, int]:
+    counts = {s.name.lower(): 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name.lower()] += 1
+    return counts
+
+
+def default_url(name: str) -> str:
+    return f"sqlite:///runs/{name}.db"
+
+
+def is_default_location(url: str) -> bool:
+    """True for URLs under ``runs/`` whose folder codesign may create."""
+    p = _sqlite_path(url)
+    if p is None and url.startswith("journal:"):
+        p = Path(url[len("journal:"):])
+    return p is not None and os.path.normpath(str(p.parent)) == "runs"

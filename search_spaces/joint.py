@@ -1,0 +1,227 @@
+"""The joint search space: network, compression and accelerator parts under prefixed keys.
+
+Lifecycle: :func:`build` is called once per process from the parsed ``space`` mapping of an
+experiment (it validates and collects every problem); the resulting :class:`JointSpace` is
+immutable and picklable. The driver calls :meth:`JointSpace.distributions` for every
+``study.ask`` and :meth:`JointSpace.decode` on the sampled parameters. ``decode`` is a pure
+function of its input.
+
+Parameter names: ``net/stages``, ``net/s{i}/depth``, ``net/s{i}/width``,
+``net/s{i}/kernel`` (one set per possible stage; a stage beyond ``net/stages`` is ignored),
+``cmp/weight_bits``, ``cmp/activation_bits``, ``cmp/prune_ratio``, ``hw/<key>``.
+Fixed values never become Optuna parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from evaluators.specs import (
+    DATAFLOWS,
+    DRAM_TYPES,
+    FAMILIES,
+    TEMPLATES,
+    AcceleratorSpec,
+    DesignPoint,
+    NetworkSpec,
+    StageSpec,
+)
+from search_spaces.dims import (
+    Dim,
+    KeySpec,
+    SpaceError,
+    at_least,
+    between,
+    contains,
+    distribution,
+    extremes,
+    in_set,
+    parse_dim,
+    positive,
+    to_yaml,
+)
+
+BITS = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32)
+MAX_STAGES = 6
+
+NETWORK_KEYS: dict[str, KeySpec] = {
+    "family": KeySpec("str", "plain_cnn", in_set(FAMILIES), "model family"),
+    "stages": KeySpec("int", 2, between(1, MAX_STAGES), "number of stages"),
+    "depth": KeySpec("int", [1, 2], between(1, 8), "conv blocks per stage"),
+    "width": KeySpec("int", [8, 16, 32], between(1, 1024), "channels of a stage"),
+    "kernel": KeySpec(
+        "int", [3, 5], lambda v: None if v in (1, 3, 5, 7) else "must be 1, 3, 5 or 7",
+        "square kernel size of a stage",
+    ),
+}
+PER_STAGE = ("depth", "width", "kernel")
+
+COMPRESSION_KEYS: dict[str, KeySpec] = {
+    "weight_bits": KeySpec("int", [4, 8], in_set(BITS), "weight bits (32 = float)"),
+    "activation_bits": KeySpec("int", [4, 8], in_set(BITS), "activation bits (32 = float)"),
+    "prune_ratio": KeySpec(
+        "float", 0.0, between(0.0, 0.95), "fraction of weights zeroed (L1 magnitude)"
+    ),
+}
+
+ACCELERATOR_KEYS: dict[str, KeySpec] = {
+    "template": KeySpec("str", "systolic", in_set(TEMPLATES), "accelerator template"),
+    "dataflow": KeySpec("str", ["ws", "os", "is"], in_set(DATAFLOWS), "systolic dataflow"),
+    "pe_rows": KeySpec("int", [8, 16, 32], between(1, 4096), "PE array rows"),
+    "pe_cols": KeySpec("int", [8, 16, 32], between(1, 4096), "PE array columns"),
+    "glb_kib": KeySpec("float", [32, 64, 128], positive, "global buffer, KiB"),
+    "rf_bytes": KeySpec("int", 8, at_least(1), "register file per PE, bytes"),
+    "dram_gbps": KeySpec("float", 16.0, positive, "DRAM bandwidth, GB/s"),
+    "freq_mhz": KeySpec("float", 500.0, positive, "clock, MHz"),
+    "dram_type": KeySpec("str", "lpddr4", in_set(DRAM_TYPES), "DRAM type (energy per bit)"),
+    "double_buffered": KeySpec("bool", True, None, "overlap stationary reloads with compute"),
+    "zero_gating": KeySpec("bool", True, None, "gate multipliers on zero weights"),
+    "weight_compression": KeySpec("bool", True, None, "bitmask-compressed sparse weights"),
+}
+
+PARTS: dict[str, tuple[str, dict[str, KeySpec]]] = {
+    "network": ("net", NETWORK_KEYS),
+    "compression": ("cmp", COMPRESSION_KEYS),
+    "accelerator": ("hw", ACCELERATOR_KEYS),
+}
+
+
+@dataclass(frozen=True)
+class JointSpace:
+    """An immutable joint space. ``dims`` maps every parameter name to its dimension."""
+
+    dims: dict[str, Dim]
+    in_channels: int
+    input_hw: int
+    num_classes: int
+
+    def distributions(self) -> dict[str, Any]:
+        """Optuna distributions of the searched (non-fixed) parameters, in a stable order."""
+        out = {}
+        for name, dim in self.dims.items():
+            dist = distribution(dim)
+            if dist is not None:
+                out[name] = dist
+        return out
+
+    def fixed(self) -> dict[str, Any]:
+        return {n: d.value for n, d in self.dims.items() if distribution(d) is None}
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """Raise :class:`SpaceError` unless ``params`` is a point of this space."""
+        searched = self.distributions()
+        problems = []
+        for name in searched:
+            if name not in params:
+                problems.append((name, "missing parameter"))
+            elif not contains(self.dims[name], params[name]):
+                problems.append((name, f"{params[name]!r} is not in {to_yaml(self.dims[name])}"))
+        for name in params:
+            if name not in self.dims:
+                problems.append((name, f"unknown parameter; known: {sorted(searched)}"))
+            elif name not in searched and params[name] != self.dims[name].value:
+                problems.append((name, f"fixed to {self.dims[name].value!r} in the experiment"))
+        if problems:
+            raise SpaceError(problems)
+
+    def decode(self, params: Mapping[str, Any]) -> DesignPoint:
+        """Sampled parameters (+ fixed values) -> a typed :class:`DesignPoint`."""
+        v = {**self.fixed(), **params}
+        stages = tuple(
+            StageSpec(
+                depth=int(v[f"net/s{i}/depth"]),
+                width=int(v[f"net/s{i}/width"]),
+                kernel_size=int(v[f"net/s{i}/kernel"]),
+                stride=1 if i == 0 else 2,
+            )
+            for i in range(int(v["net/stages"]))
+        )
+        network = NetworkSpec(
+            family=v["net/family"],
+            in_channels=self.in_channels,
+            input_hw=self.input_hw,
+            num_classes=self.num_classes,
+            stages=stages,
+            weight_bits=int(v["cmp/weight_bits"]),
+            activation_bits=int(v["cmp/activation_bits"]),
+            prune_ratio=round(float(v["cmp/prune_ratio"]), 6),
+        )
+        hw = {key: v[f"hw/{key}"] for key in ACCELERATOR_KEYS}
+        for key in ("glb_kib", "dram_gbps", "freq_mhz"):
+            hw[key] = float(hw[key])
+        return DesignPoint(network=network, accelerator=AcceleratorSpec(**hw))
+
+    def to_yaml(self) -> dict[str, Any]:
+        """The resolved space in YAML spelling (every key, defaults filled in)."""
+        out: dict[str, dict[str, Any]] = {}
+        for part, (prefix, keys) in PARTS.items():
+            sec: dict[str, Any] = {}
+            for key in keys:
+                if prefix == "net" and key in PER_STAGE:
+                    sec[key] = to_yaml(self.dims[f"net/s0/{key}"])
+                else:
+                    sec[key] = to_yaml(self.dims[f"{prefix}/{key}"])
+            out[part] = sec
+        return out
+
+
+def build(
+    space: Mapping[str, Any] | None,
+    *,
+    in_channels: int,
+    input_hw: int,
+    num_classes: int,
+    path: str = "space",
+) -> JointSpace:
+    """Validate the ``space`` section and build the joint space.
+
+    Raises:
+        SpaceError: with every problem found (dotted key paths under ``path``).
+    """
+    problems: list[tuple[str, str]] = []
+    space = space or {}
+    if not isinstance(space, Mapping):
+        raise SpaceError([(path, f"expected a mapping, got {type(space).__name__}")])
+    unknown = sorted(set(map(str, space)) - set(PARTS))
+    for key in unknown:
+        problems.append((f"{path}.{key}", f"unknown key; known: {sorted(PARTS)}"))
+    dims: dict[str, Dim] = {}
+    for part, (prefix, keys) in PARTS.items():
+        raw = space.get(part) or {}
+        if not isinstance(raw, Mapping):
+            problems.append((f"{path}.{part}", f"expected a mapping, got {raw!r}"))
+            raw = {}
+        for key in sorted(set(map(str, raw)) - set(keys)):
+            problems.append((f"{path}.{part}.{key}", f"unknown key; known: {sorted(keys)}"))
+        for key, spec in keys.items():
+            dim = parse_dim(raw.get(key, spec.default), spec, f"{path}.{part}.{key}", problems)
+            if prefix == "net" and key in PER_STAGE:
+                for i in range(MAX_STAGES):
+                    dims[f"net/s{i}/{key}"] = dim
+            else:
+                dims[f"{prefix}/{key}"] = dim
+    if not problems:
+        max_stages = max(extremes(dims["net/stages"]))
+        for i in range(max_stages, MAX_STAGES):
+            for key in PER_STAGE:
+                del dims[f"net/s{i}/{key}"]
+        _cross_rules(dims, path, problems)
+    if problems:
+        raise SpaceError(problems)
+    return JointSpace(dims, in_channels, input_hw, num_classes)
+
+
+def _cross_rules(dims: dict[str, Dim], path: str, problems: list[tuple[str, str]]) -> None:
+    """Rules between keys that no single key can check."""
+    # The register file must hold one stationary word for every sampled bitwidth; a
+    # dataflow-specific check (psums are 32 bit under os) is done by the hardware model.
+    min_rf = min(extremes(dims["hw/rf_bytes"]))
+    max_wbits = max(b for b in extremes(dims["cmp/weight_bits"]))
+    if min_rf * 8 < min(max_wbits, 32):
+        problems.append((
+            f"{path}.accelerator.rf_bytes",
+            f"a {min_rf}-byte register file cannot hold one {max_wbits}-bit weight; "
+            f"raise rf_bytes to at least {-(-min(max_wbits, 32) // 8)}",
+        ))

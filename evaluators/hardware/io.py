@@ -1,0 +1,287 @@
+"""Readers for the hardware model's input files: SCALE-Sim topology CSVs, accelerator YAMLs.
+
+Both readers raise ``InputError(path, key, message)`` for anything wrong with the file; the
+key is ``row N: <column>`` (N is the 1-based line number) for the CSV and the YAML key for
+the accelerator file. Nothing in a file is ever executed (YAML goes through
+``yaml.safe_load``).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+from typing import Any
+
+import yaml
+
+from evaluators.hardware.systolic import validate_accelerator
+from evaluators.specs import (
+    DATAFLOWS,
+    DRAM_TYPES,
+    TEMPLATES,
+    AcceleratorSpec,
+    ConvLayer,
+    InputError,
+)
+
+# --------------------------------------------------------------------------- layers CSV
+
+# SCALE-Sim's topology columns, in order (its own header spelling).
+CSV_COLUMNS = (
+    "Layer name",
+    "IFMAP Height",
+    "IFMAP Width",
+    "Filter Height",
+    "Filter Width",
+    "Channels",
+    "Num Filter",
+    "Strides",
+)
+
+
+def _read_text(path: str | os.PathLike[str]) -> str:
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise InputError(str(path), "file", "not found") from None
+    except IsADirectoryError:
+        raise InputError(str(path), "file", "is a directory, expected a file") from None
+    except PermissionError:
+        raise InputError(str(path), "file", "permission denied") from None
+    except UnicodeDecodeError as e:
+        raise InputError(str(path), "file", f"not UTF-8 text ({e.reason})") from None
+
+
+def read_layers_csv(path: str | os.PathLike[str]) -> list[ConvLayer]:
+    """Read a SCALE-Sim topology CSV into layers (8-bit operands, no padding, batch 1).
+
+    Format: one header row, then one row per layer: ``name, ifmap height, ifmap width,
+    filter height, filter width, channels, num filters, stride`` (a trailing comma and
+    further columns are ignored, whitespace is stripped, blank lines are skipped).
+
+    Raises:
+        InputError: file missing/unreadable, no layers, a missing or non-integer value,
+            a value <= 0, or a filter larger than the input (key ``row N: <column>``).
+    """
+    p = str(path)
+    text = _read_text(path)
+    rows = [
+        (line, [cell.strip() for cell in cells])
+        for line, cells in _numbered_rows(text)
+        if any(cell.strip() for cell in cells)
+    ]
+    if not rows:
+        raise InputError(p, "file", "empty; expected a header row and one row per layer")
+    header_line, header = rows[0]
+    if len(header) >= 8 and all(_parse_int(v) is not None for v in header[1:8]):
+        raise InputError(
+            p,
+            f"row {header_line}",
+            f"looks like a layer, not a header ({','.join(header[:8])}); "
+            f"the first row must name the columns: {', '.join(CSV_COLUMNS)}",
+        )
+    names = [
+        header[i] if i < len(header) and header[i] else CSV_COLUMNS[i]
+        for i in range(len(CSV_COLUMNS))
+    ]
+    layers: list[ConvLayer] = []
+    for line, cells in rows[1:]:
+        values: list[int] = []
+        for i in range(1, 8):
+            col = names[i]
+            raw = cells[i] if i < len(cells) else ""
+            if raw == "":
+                raise InputError(p, f"row {line}: {col}", "missing value")
+            v = _parse_int(raw)
+            if v is None:
+                raise InputError(p, f"row {line}: {col}", f"must be an integer, got {raw!r}")
+            if v <= 0:
+                raise InputError(p, f"row {line}: {col}", f"must be > 0, got {v}")
+            values.append(v)
+        name = cells[0]
+        if not name:
+            raise InputError(p, f"row {line}: {names[0]}", "missing value")
+        ih, iw, fh, fw, ch, nf, stride = values
+        if fh > ih:
+            raise InputError(
+                p, f"row {line}: {names[3]}", f"filter height {fh} exceeds ifmap height {ih}"
+            )
+        if fw > iw:
+            raise InputError(
+                p, f"row {line}: {names[4]}", f"filter width {fw} exceeds ifmap width {iw}"
+            )
+        layers.append(
+            ConvLayer(
+                name=name,
+                ifmap_h=ih,
+                ifmap_w=iw,
+                filter_h=fh,
+                filter_w=fw,
+                channels=ch,
+                num_filters=nf,
+                stride=stride,
+            )
+        )
+    if not layers:
+        raise InputError(p, "file", "no layers after the header row")
+    return layers
+
+
+def _numbered_rows(text: str) -> list[tuple[int, list[str]]]:
+    out = []
+    reader = csv.reader(text.splitlines())
+    for cells in reader:
+        out.append((reader.line_num, cells))
+    return out
+
+
+def _parse_int(raw: str) -> int | None:
+    try:
+        return int(raw, 10)
+    except ValueError:
+        return None
+
+
+def _parse_float(raw: str) -> float | None:
+    try:
+        return float(raw)
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- accelerator YAML
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(AcceleratorSpec)}
+KNOWN_KEYS = tuple(_DEFAULTS)
+_CHOICES = {"template": TEMPLATES, "dataflow": DATAFLOWS, "dram_type": DRAM_TYPES}
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(
+        type(v), type(v).__name__
+    )
+
+
+def _check_value(key: str, v: Any) -> tuple[Any, str | None]:
+    """Validate one YAML value against the spec field's default type; (value, problem)."""
+    default = _DEFAULTS[key]
+    got = f"got {v!r} ({_type_name(v)})"
+    if key in _CHOICES:
+        if not isinstance(v, str) or v not in _CHOICES[key]:
+            return v, f"must be one of {', '.join(_CHOICES[key])}, {got}"
+        return v, None
+    if isinstance(default, bool):
+        if not isinstance(v, bool):
+            return v, f"must be true or false, {got}"
+        return v, None
+    if isinstance(default, int):
+        if isinstance(v, bool) or not isinstance(v, int):
+            return v, f"must be an integer > 0, {got}"
+        if v <= 0:
+            return v, f"must be an integer > 0, got {v}"
+        return v, None
+    if isinstance(default, float):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            hint = ""
+            if isinstance(v, str) and _parse_float(v) is not None:
+                hint = f" (YAML reads {v} as text; write it with a dot, e.g. {float(v)!r})"
+            return v, f"must be a number > 0, {got}{hint}"
+        if not math.isfinite(v) or v <= 0:
+            return v, f"must be a finite number > 0, got {v}"
+        return float(v), None
+    return v, None  # pragma: no cover - every AcceleratorSpec field is handled above
+
+
+def accelerator_yaml_problems(
+    path: str | os.PathLike[str],
+) -> tuple[AcceleratorSpec | None, list[InputError]]:
+    """Parse an accelerator YAML and collect every problem instead of stopping at the first.
+
+    Returns ``(spec, [])`` for a valid file and ``(None, problems)`` otherwise (problems in
+    file order). Never raises for a bad file.
+    """
+    p = str(path)
+    try:
+        text = _read_text(path)
+    except InputError as e:
+        return None, [e]
+    try:
+        data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as e:
+        where = _mark(e)
+        tag = (e.problem or "?").split("tag '")[-1].rstrip("'")
+        tag = tag.replace("tag:yaml.org,2002:", "!!")
+        return None, [
+            InputError(
+                p,
+                "file",
+                f"unsupported YAML tag {tag!r}{where}; only plain mappings, numbers, strings "
+                "and booleans are allowed (nothing in the file is executed)",
+            )
+        ]
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        return None, [InputError(p, "file", f"malformed YAML{_mark(e)}: {problem}")]
+    if not isinstance(data, dict):
+        what = "empty file" if data is None else f"a {_type_name(data)} ({data!r:.60})"
+        return None, [
+            InputError(
+                p,
+                "file",
+                f"expected a mapping of accelerator keys ({', '.join(KNOWN_KEYS)}), got {what}",
+            )
+        ]
+    problems: list[InputError] = []
+    values: dict[str, Any] = {}
+    for key, v in data.items():
+        if not isinstance(key, str) or key not in _DEFAULTS:
+            problems.append(
+                InputError(p, str(key), f"unknown key; known keys: {', '.join(KNOWN_KEYS)}")
+            )
+            continue
+        value, problem = _check_value(key, v)
+        if problem:
+            problems.append(InputError(p, key, problem))
+        else:
+            values[key] = value
+    if problems:
+        return None, problems
+    spec = AcceleratorSpec(**values)
+    rest = validate_accelerator(spec)  # a safety net; the checks above cover the same rules
+    if rest:
+        return None, [InputError(p, *line.split(": ", 1)) for line in rest]
+    return spec, []
+
+
+def _mark(e: Exception) -> str:
+    mark = getattr(e, "problem_mark", None)
+    if mark is None:
+        return ""
+    return f" at line {mark.line + 1}, column {mark.column + 1}"
+
+
+def load_accelerator_yaml(path: str | os.PathLike[str]) -> AcceleratorSpec:
+    """Load an accelerator YAML (``yaml.safe_load``); absent keys take the spec defaults.
+
+    The minimal file is ``{template: systolic, dataflow: ws, pe_rows: 32, pe_cols: 32}``.
+
+    Raises:
+        InputError: for the first problem (unknown key, wrong type, value out of range,
+            malformed YAML, a Python/unsafe tag, a top level that is not a mapping, missing
+            file); the message says how many more there are. Use
+            ``accelerator_yaml_problems`` to get all of them.
+    """
+    spec, problems = accelerator_yaml_problems(path)
+    if problems:
+        first = problems[0]
+        if len(problems) > 1:
+            more = "; ".join(f"{e.key}: {e.message}" for e in problems[1:])
+            raise InputError(
+                first.path, first.key, f"{first.message} (and {len(problems) - 1} more: {more})"
+            )
+        raise first
+    assert spec is not None
+    return spec

@@ -1,0 +1,142 @@
+"""Energy and area constants of the accelerator model, each with its source and node.
+
+Every number the cost model multiplies by lives here, next to the publication (or tool table)
+it was taken from and the technology node it belongs to. The model is a 45 nm model: the
+arithmetic and SRAM energies and the arithmetic areas are Horowitz's 45 nm / 0.9 V figures,
+the SRAM area is a TSMC 45 nm figure, the register area is the one 40 nm number we scale.
+Derived quantities (fits) are computed once at import from the published points, so the
+points themselves stay visible and testable. Nothing here is mutable state.
+
+Sources (short names used below):
+    [Horowitz14] M. Horowitz, "Computing's energy problem (and what we can do about it)",
+        ISSCC 2014, pp. 10-14. 45 nm, 0.9 V. Energies from the paper's table; the matching
+        areas are those of the same table as reproduced in Hennessy & Patterson, "Computer
+        Architecture: A Quantitative Approach", 6th ed., Fig. 1.13, and in Gholami et al.,
+        "A Survey of Quantization Methods for Efficient Neural Network Inference" (2021),
+        Fig. 15 ("45nm technology", citing Horowitz).
+    [EIE16] S. Han et al., "EIE: Efficient Inference Engine on Compressed Deep Neural
+        Network", ISCA 2016, Table II and Sec. VI: one PE in TSMC 45 nm GP has 162 KB of SRAM
+        (128 KB sparse matrix + 32 KB pointers + 2 KB activations) whose "memory" area is
+        594,786 um^2; SRAM area and energy were obtained with CACTI (Sec. V).
+    [Aladdin14] Y. S. Shao et al., "Aladdin: a pre-RTL, power-performance accelerator
+        simulator", ISCA 2014; its 40 nm component table as packaged in Accelergy's
+        hwcomponents-library (``hwcomponents_library/library/aladdin.py``): register
+        5.98 um^2 per bit.
+    [AccelergyCACTI] Accelergy CACTI plug-in DRAM table (``accelergy-cacti-plug-in``
+        ``cacti_wrapper.py`` and ``hwcomponents-cacti``): pJ per bit transferred, with the
+        sources named there (LPDDR, DDR3: Malladi et al. ISCA'12; GDDR5, HBM2: Chatterjee
+        et al. MICRO'17; HMC: doi 10.1145/3093336.3037702; LPDDR4: "public data").
+    [Eyeriss17] Y.-H. Chen et al., "Eyeriss: an energy-efficient reconfigurable accelerator
+        for deep convolutional neural networks", JSSC 2017: data gating skips the MAC's
+        switching on zero operands.
+"""
+
+from __future__ import annotations
+
+import math
+
+TECH_NODE_NM = 45  # every figure below is at (or scaled to) this node
+
+# --------------------------------------------------------------------------- arithmetic energy
+
+# [Horowitz14] 45 nm: int mult 8x8 bit 0.2 pJ, 32x32 bit 3.1 pJ. We scale with the product of
+# the operand widths (array multiplier: partial-product bits), anchored at 8x8:
+# E = 0.2 * (w_bits * i_bits) / 64 -> 32x32 gives 3.2 pJ against the table's 3.1 (+3 %).
+MULT_8X8_PJ = 0.2
+MULT_32X32_PJ_TABLE = 3.1  # [Horowitz14], kept only to state/test the fit's error
+
+# [Horowitz14] 45 nm: int add 8 / 16 / 32 bit = 0.03 / 0.05 / 0.1 pJ. Linear in width,
+# anchored at the 32-bit accumulator add: E = 0.1 * bits / 32.
+ADD_32_PJ = 0.1
+ACCUMULATOR_BITS = 32  # partial sums are accumulated at 32 bit (TPU-like int8 -> int32)
+
+# --------------------------------------------------------------------------- SRAM energy
+
+# [Horowitz14] 45 nm: SRAM read of a 64-bit word from an 8 KB / 32 KB / 1 MB array costs
+# 10 / 20 / 100 pJ. (capacity in bytes, pJ per 64-bit access). KB read as KiB.
+SRAM_POINTS_64B = ((8 * 1024, 10.0), (32 * 1024, 20.0), (1024 * 1024, 100.0))
+SRAM_WORD_BITS = 64
+
+# Fit E_64(C) = k * sqrt(C_bytes), k chosen by least squares in log space over the three
+# points. Result: k = 0.1060 pJ/sqrt(B); errors -4.0 % (8 KB), -4.0 % (32 KB), +8.6 % (1 MB).
+# Energy is linear in the bits accessed: E(C, bits) = k * sqrt(C) * bits / 64. Reads and writes
+# are charged alike (the table has reads only). Below 8 KB (per-PE register files) this is an
+# extrapolation of the same law; it gives 0.0265 pJ for an 8-bit access to a 4-byte file.
+SRAM_SQRT_K_PJ = math.exp(
+    sum(math.log(e) - 0.5 * math.log(c) for c, e in SRAM_POINTS_64B) / len(SRAM_POINTS_64B)
+)
+
+
+def sram_pj_per_bit(capacity_bytes: float) -> float:
+    """Energy of accessing one bit of an SRAM/register file of ``capacity_bytes`` (45 nm)."""
+    return SRAM_SQRT_K_PJ * math.sqrt(capacity_bytes) / SRAM_WORD_BITS
+
+
+def sram_fit_errors() -> list[float]:
+    """Relative error of the sqrt fit at each [Horowitz14] point (fit / table - 1)."""
+    return [sram_pj_per_bit(c) * SRAM_WORD_BITS / e - 1.0 for c, e in SRAM_POINTS_64B]
+
+
+# --------------------------------------------------------------------------- DRAM energy
+
+# [AccelergyCACTI] pJ per bit read or written, by DRAM type (interface + device).
+DRAM_PJ_PER_BIT = {
+    "lpddr4": 8.0,
+    "lpddr": 40.0,
+    "ddr3": 70.0,
+    "gddr5": 14.0,
+    "hbm2": 3.9,
+    "hmc": 4.2,
+}
+
+# --------------------------------------------------------------------------- area (45 nm)
+
+# [Horowitz14] areas, 45 nm: int mult 8 bit 282 um^2, 32 bit 3495 um^2. Fit
+# A = MULT_AREA_SLOPE * (w_bits * i_bits) + MULT_AREA_OFFSET through both points (exact
+# at both; quadratic in width for square multipliers, bilinear for mixed widths).
+MULT_AREA_POINTS_UM2 = ((8, 282.0), (32, 3495.0))
+# [Horowitz14] areas, 45 nm: int add 8 / 16 / 32 bit = 36 / 67 / 137 um^2. Linear fit through
+# the 8- and 32-bit points (16 bit: 69.7 against 67, +4 %).
+ADD_AREA_POINTS_UM2 = ((8, 36.0), (32, 137.0))
+
+(_m_lo_b, _m_lo_a), (_m_hi_b, _m_hi_a) = MULT_AREA_POINTS_UM2
+MULT_AREA_SLOPE_UM2 = (_m_hi_a - _m_lo_a) / (_m_hi_b**2 - _m_lo_b**2)  # 3.3469 um^2/bit^2
+MULT_AREA_OFFSET_UM2 = _m_lo_a - MULT_AREA_SLOPE_UM2 * _m_lo_b**2  # 67.8 um^2
+(_a_lo_b, _a_lo_a), (_a_hi_b, _a_hi_a) = ADD_AREA_POINTS_UM2
+ADD_AREA_SLOPE_UM2 = (_a_hi_a - _a_lo_a) / (_a_hi_b - _a_lo_b)  # 4.208 um^2/bit
+ADD_AREA_OFFSET_UM2 = _a_lo_a - ADD_AREA_SLOPE_UM2 * _a_lo_b  # 2.33 um^2
+
+# [EIE16] TSMC 45 nm GP, CACTI: 594,786 um^2 of SRAM macros for 162 KB per PE.
+# -> 3,671.5 um^2 per KiB (0.0036715 mm^2/KiB; about 0.45 um^2 per bit including periphery).
+EIE_SRAM_AREA_UM2 = 594_786.0
+EIE_SRAM_KIB = 162.0
+SRAM_AREA_UM2_PER_KIB = EIE_SRAM_AREA_UM2 / EIE_SRAM_KIB
+
+# [Aladdin14] 40 nm register: 5.98 um^2 per bit. Scaled to 45 nm by the square of the feature
+# size, (45/40)^2 = 1.266 (our assumption: ideal area scaling): 7.57 um^2 per bit. Used for the
+# per-PE register file (``rf_bytes``), which is flip-flops rather than an SRAM macro.
+ALADDIN_REG_AREA_UM2_PER_BIT_40NM = 5.98
+REG_AREA_UM2_PER_BIT = ALADDIN_REG_AREA_UM2_PER_BIT_40NM * (TECH_NODE_NM / 40.0) ** 2
+
+# No overhead factor (wiring, control, I/O, clock tree, DRAM PHY) is applied: we found no
+# citable one for this template. No leakage is modeled: see docs/hardware/systolic.md.
+
+
+def mult_pj(weight_bits: int, input_bits: int) -> float:
+    """Energy of one integer multiply (45 nm), quadratic in width: 0.2 pJ at 8x8 bit."""
+    return MULT_8X8_PJ * (weight_bits * input_bits) / 64.0
+
+
+def add_pj(bits: int) -> float:
+    """Energy of one integer add (45 nm), linear in width: 0.1 pJ at 32 bit."""
+    return ADD_32_PJ * bits / 32.0
+
+
+def mult_area_um2(weight_bits: int, input_bits: int) -> float:
+    """Area of one integer multiplier (45 nm); exact at 8x8 (282) and 32x32 (3495 um^2)."""
+    return MULT_AREA_SLOPE_UM2 * weight_bits * input_bits + MULT_AREA_OFFSET_UM2
+
+
+def add_area_um2(bits: int) -> float:
+    """Area of one integer adder (45 nm); exact at 8 (36) and 32 bit (137 um^2)."""
+    return ADD_AREA_SLOPE_UM2 * bits + ADD_AREA_OFFSET_UM2

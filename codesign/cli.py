@@ -128,7 +128,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if not args.storage:
             raise UsageError("inspect: give a study NAME or --storage URL to list its studies")
         storage = open_storage(args.storage)
-        rows = [{"study": s.study_name, "trials": s.n_trials,
+        rows = [{"study": s.study_name,
+                 "trials": len(storage.get_all_trials(s._study_id, deepcopy=False)),
                  "directions": [d.name.lower() for d in s.directions]}
                 for s in storage.get_all_studies()]
         if args.json:

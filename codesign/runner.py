@@ -97,14 +97,13 @@ def requeue_stale(study: optuna.Study) -> int:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if _alive(t.user_attrs.get(A + "driver")):
             continue
-        study._storage.set_trial_user_attr(
-            t._trial_id, A + "fail_reason",
-            "left RUNNING by a driver that stopped; its design was re-queued",
-        )
+        reason = ("left RUNNING by a driver that stopped; its design was re-queued" if t.params
+                  else "left RUNNING by a driver that stopped before its design was sampled")
+        study._storage.set_trial_user_attr(t._trial_id, A + "fail_reason", reason)
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         if t.params:
             study.enqueue_trial(t.params, user_attrs={A + "requeued_from": t.number})
-        n += 1
+            n += 1
     return n
 
 

@@ -41,6 +41,9 @@ class InputError(EvaluatorError, ValueError):
         self.path, self.key, self.message = str(path), key, message
         super().__init__(f"{self.path}: {key}: {message}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:  # survives Ray's pickling
+        return (type(self), (self.path, self.key, self.message))
+
 
 class SpecError(EvaluatorError, ValueError):
     """A spec value is out of its domain (raised by ``validate`` methods)."""

@@ -1,0 +1,471 @@
+"""Datasets: what they look like, whether their files are there, and our own safe readers.
+
+* ``digits``: scikit-learn's bundled 8x8 digits (offline, no ``data_dir``), scaled 0..16 -> 0..1.
+* ``mnist`` / ``fashion_mnist``: the four IDX files (``train-images-idx3-ubyte``,
+  ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each
+  optionally ``.gz``) directly in ``data_dir``, read by :func:`read_idx`.
+* ``cifar10``: ``data_batch_1`` .. ``data_batch_5`` and ``test_batch`` in
+  ``data_dir/cifar-10-batches-py/`` or directly in ``data_dir``; ``cifar100``: ``train`` and
+  ``test`` in ``data_dir/cifar-100-python/`` or directly in ``data_dir``. These are the official
+  python pickle batches, read with :class:`RestrictedUnpickler`, which only builds dicts, lists
+  and numpy arrays: nothing from a file is ever imported or executed.
+
+A file that is there but wrong (bad magic number, truncated, corrupt, refused pickle object)
+raises :class:`DatasetFileError` (an :class:`~evaluators.specs.InputError` *and* a
+:class:`~evaluators.specs.DatasetError`): ``"<directory>: <file name>: <what is wrong>"``.
+
+This module imports torch only inside :func:`load_splits`, so the cheap checks
+(:func:`dataset_info`, :func:`check_dataset_files`) stay cheap.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from evaluators.specs import DATASETS, DatasetError, InputError, SpecError, TaskSpec
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "DatasetFileError",
+    "RestrictedUnpickler",
+    "Splits",
+    "check_dataset_files",
+    "dataset_info",
+    "load_splits",
+    "read_cifar_batch",
+    "read_idx",
+    "stratified_split",
+]
+
+# (in_channels, input_hw, num_classes); constants, not state.
+_INFO: dict[str, tuple[int, int, int]] = {
+    "digits": (1, 8, 10),
+    "mnist": (1, 28, 10),
+    "fashion_mnist": (1, 28, 10),
+    "cifar10": (3, 32, 10),
+    "cifar100": (3, 32, 100),
+}
+_IDX_NAMES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+_CIFAR_FILES = {
+    "cifar10": ("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6))
+                + ("test_batch",)),
+    "cifar100": ("cifar-100-python", ("train", "test")),
+}
+# IDX type codes (third byte of the magic number) -> big-endian numpy dtype.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class DatasetFileError(InputError, DatasetError):
+    """A dataset file exists but is wrong: ``"<directory>: <file name>: <what is wrong>"``."""
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across Ray workers
+        return (type(self), (self.path, self.key, self.message))
+
+
+def _fail(path: str, message: str) -> DatasetFileError:
+    return DatasetFileError(os.path.dirname(path) or ".", os.path.basename(path), message)
+
+
+# --------------------------------------------------------------------------- cheap checks
+
+
+def dataset_info(dataset: str) -> tuple[int, int, int]:
+    """``(in_channels, input_hw, num_classes)`` of a dataset, without loading any data.
+
+    Raises:
+        DatasetError: unknown dataset name.
+    """
+    try:
+        return _INFO[dataset]
+    except KeyError:
+        raise DatasetError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}") from None
+
+
+def _cifar_dir(dataset: str, data_dir: str) -> str:
+    sub = os.path.join(data_dir, _CIFAR_FILES[dataset][0])
+    return sub if os.path.isdir(sub) else data_dir
+
+
+def _idx_path(data_dir: str, name: str) -> str | None:
+    for candidate in (name, name + ".gz"):
+        path = os.path.join(data_dir, candidate)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def check_dataset_files(dataset: str, data_dir: str | None) -> list[str]:
+    """Problems that would stop :func:`load_splits` from finding the dataset's files.
+
+    Only looks at names and existence, never at file contents. ``digits`` needs no files.
+
+    Returns:
+        One message per problem (e.g. ``"missing files in /x: train-images-idx3-ubyte[.gz]"``);
+        an empty list when everything is there.
+    """
+    if dataset not in _INFO:
+        return [f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}"]
+    if dataset == "digits":
+        return []
+    if not data_dir:
+        return [f"data_dir is required for dataset {dataset!r}"]
+    if not os.path.isdir(data_dir):
+        return [f"data_dir {data_dir} does not exist or is not a directory "
+                f"(dataset {dataset!r})"]
+    if dataset in ("mnist", "fashion_mnist"):
+        missing = [n + "[.gz]" for n in _IDX_NAMES if _idx_path(data_dir, n) is None]
+        where = data_dir
+    else:
+        where = _cifar_dir(dataset, data_dir)
+        missing = [n for n in _CIFAR_FILES[dataset][1]
+                   if not os.path.isfile(os.path.join(where, n))]
+        if missing and where == data_dir:
+            where = f"{data_dir} (or {os.path.join(data_dir, _CIFAR_FILES[dataset][0])})"
+    return [f"missing files in {where}: {', '.join(missing)}"] if missing else []
+
+
+# --------------------------------------------------------------------------- IDX (MNIST)
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        if path.endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        with open(path, "rb") as f:
+            return f.read()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise _fail(path, f"corrupt or truncated gzip stream ({e})") from None
+    except OSError as e:
+        raise _fail(path, f"cannot read file ({e.strerror or e})") from None
+
+
+def read_idx(path: str, *, expect_magic: int | None = None) -> np.ndarray:
+    """Read one IDX file (optionally gzip-compressed) into a numpy array.
+
+    The IDX format: a 4-byte big-endian magic number ``0x0000TTNN`` (TT = element type, NN =
+    number of dimensions), NN big-endian uint32 sizes, then the elements, row-major.
+
+    Args:
+        path: the file; ``.gz`` files are decompressed.
+        expect_magic: if given, the exact magic number required (``0x803`` for an idx3-ubyte
+            image file, ``0x801`` for idx1-ubyte labels).
+
+    Raises:
+        DatasetFileError: unreadable, bad magic number, truncated, or trailing bytes.
+    """
+    raw = _read_bytes(path)
+    if len(raw) < 4:
+        raise _fail(path, f"truncated: {len(raw)} bytes, too short for the 4-byte magic number")
+    magic = struct.unpack(">I", raw[:4])[0]
+    type_code, ndim = raw[2], raw[3]
+    if raw[0] != 0 or raw[1] != 0 or type_code not in _IDX_DTYPES or ndim == 0:
+        raise _fail(path, f"bad magic number 0x{magic:08x}: not an IDX file")
+    if expect_magic is not None and magic != expect_magic:
+        raise _fail(path, f"bad magic number 0x{magic:08x}, expected 0x{expect_magic:08x}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise _fail(path, f"truncated: header needs {header} bytes, file has {len(raw)}")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[type_code])
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    found = len(raw) - header
+    if found < expected:
+        raise _fail(path, f"truncated: dimensions {'x'.join(map(str, dims))} need {expected} "
+                    f"data bytes, file has {found}")
+    if found > expected:
+        raise _fail(path, f"{found - expected} unexpected bytes after the data "
+                    f"(dimensions {'x'.join(map(str, dims))})")
+    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    return data.astype(dtype.newbyteorder("="))
+
+
+def _read_mnist_pair(data_dir: str, prefix: str, hw: int, classes: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    img_path = _idx_path(data_dir, f"{prefix}-images-idx3-ubyte")
+    lbl_path = _idx_path(data_dir, f"{prefix}-labels-idx1-ubyte")
+    assert img_path is not None and lbl_path is not None  # checked by check_dataset_files
+    images = read_idx(img_path, expect_magic=0x00000803)
+    labels = read_idx(lbl_path, expect_magic=0x00000801)
+    if images.shape[1:] != (hw, hw):
+        raise _fail(img_path, f"images are {images.shape[1]}x{images.shape[2]}, "
+                    f"expected {hw}x{hw}")
+    if len(labels) != len(images):
+        raise _fail(lbl_path, f"{len(labels)} labels for {len(images)} images in "
+                    f"{os.path.basename(img_path)}")
+    if len(labels) and int(labels.max()) >= classes:
+        raise _fail(lbl_path, f"label {int(labels.max())} out of range 0..{classes - 1}")
+    return images.astype(np.float32)[:, None] / 255.0, labels.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- CIFAR pickles
+
+
+def _numpy_attr(modules: tuple[str, ...], name: str) -> Any:
+    import importlib
+
+    for mod in modules:
+        try:
+            return getattr(importlib.import_module(mod), name)
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError(f"numpy provides none of {[m + '.' + name for m in modules]}")
+
+
+def _safe_dtype(*args: Any) -> np.dtype:
+    """``numpy.dtype`` for the unpickler, refusing object dtypes (they would hold objects)."""
+    if args and isinstance(args[0], bytes):
+        args = (args[0].decode("ascii"), *args[1:])
+    dt = np.dtype(*args)
+    if dt.hasobject:
+        raise pickle.UnpicklingError(f"refusing to load object arrays (dtype {dt})")
+    return dt
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for ``bytes``: latin-1 only."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that can build only what CIFAR batches contain.
+
+    Allowed: builtin containers and scalars, numpy array/dtype/scalar reconstruction (under
+    both the numpy 1 ``numpy.core`` and numpy 2 ``numpy._core`` names, and Python 2's
+    ``__builtin__``), latin-1 ``_codecs.encode`` (protocol-2 ``bytes``). Any other global
+    raises :class:`DatasetFileError` ``"refusing to load object <module>.<name>"`` before it
+    is imported, so nothing in the file is executed.
+    """
+
+    _BUILTINS = frozenset(
+        {"dict", "list", "tuple", "set", "frozenset", "bytes", "bytearray", "str", "int",
+         "float", "complex", "bool"})
+    _NUMPY = {
+        "_reconstruct": ("multiarray", "_reconstruct"),
+        "scalar": ("multiarray", "scalar"),
+        "_frombuffer": ("numeric", "_frombuffer"),
+    }
+
+    def __init__(self, file: io.BufferedIOBase, *, path: str) -> None:
+        # encoding="bytes": Python 2 ``str`` (the real batches' keys) stays ``bytes``.
+        super().__init__(file, encoding="bytes")
+        self._path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        import builtins
+
+        if module in ("builtins", "__builtin__") and name in self._BUILTINS:
+            return getattr(builtins, name)
+        if module == "numpy" and name == "ndarray":
+            return np.ndarray
+        if module == "numpy" and name == "dtype":
+            return _safe_dtype
+        if module == "_codecs" and name == "encode":
+            return _latin1_encode
+        if name in self._NUMPY:
+            sub, attr = self._NUMPY[name]
+            allowed = (f"numpy.core.{sub}", f"numpy._core.{sub}")
+            if module in allowed:
+                return _numpy_attr(allowed[::-1], attr)
+        raise _fail(self._path, f"refusing to load object {module}.{name}")
+
+
+def read_cifar_batch(path: str, *, label_key: str, num_classes: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Read one CIFAR python batch: ``(images uint8 N x 3 x 32 x 32, labels int64 N)``.
+
+    The batch is a pickled dict with ``b'data'`` (uint8, N x 3072: 1024 red, 1024 green, 1024
+    blue values, row-major) and ``label_key`` (``b'labels'`` for CIFAR-10, ``b'fine_labels'``
+    for CIFAR-100), a list of N ints.
+
+    Raises:
+        DatasetFileError: refused object, corrupt or truncated pickle, missing key, bad shape.
+    """
+    try:
+        with open(path, "rb") as f:
+            obj = RestrictedUnpickler(f, path=path).load()
+    except DatasetFileError:
+        raise
+    except OSError as e:
+        raise _fail(path, f"cannot read file ({e.strerror or e})") from None
+    except Exception as e:  # untrusted bytes: any failure to decode them is a corrupt file
+        raise _fail(path, f"corrupt or truncated pickle ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise _fail(path, f"expected a pickled dict, got {type(obj).__name__}")
+    d = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    for key in ("data", label_key):
+        if key not in d:
+            raise _fail(path, f"missing key b'{key}' (keys: {sorted(map(str, d))})")
+    data = d["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+            or data.shape[1] != 3 * 32 * 32:
+        desc = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
+                else type(data).__name__)
+        raise _fail(path, f"b'data' must be a uint8 array of shape (N, 3072), got {desc}")
+    try:
+        labels = np.asarray(d[label_key], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise _fail(path, f"b'{label_key}' is not a list of integers") from None
+    if labels.ndim != 1 or len(labels) != len(data):
+        raise _fail(path, f"b'{label_key}' has shape {labels.shape}, expected ({len(data)},)")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise _fail(path, f"b'{label_key}' values must be in 0..{num_classes - 1}, "
+                    f"got {labels.min()}..{labels.max()}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _read_cifar(dataset: str, data_dir: str) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    where = _cifar_dir(dataset, data_dir)
+    names = _CIFAR_FILES[dataset][1]
+    label_key, classes = ("labels", 10) if dataset == "cifar10" else ("fine_labels", 100)
+    parts = [read_cifar_batch(os.path.join(where, n), label_key=label_key, num_classes=classes)
+             for n in names]
+    train_x = np.concatenate([p[0] for p in parts[:-1]]).astype(np.float32) / 255.0
+    train_y = np.concatenate([p[1] for p in parts[:-1]])
+    test_x, test_y = parts[-1]
+    return (train_x, train_y), (test_x.astype(np.float32) / 255.0, test_y)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def stratified_split(labels: np.ndarray, count: int, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into ``(rest, taken)`` with ``len(taken) == count``, stratified by label.
+
+    Each class gives ``floor`` or ``ceil`` of its proportional share (largest remainders get
+    the extra samples, ties broken at random); within a class the samples are drawn at random.
+    Both index arrays are sorted.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    if not 0 <= count <= n:
+        raise ValueError(f"count must be in 0..{n}, got {count}")
+    classes, inverse = np.unique(labels, return_inverse=True)
+    sizes = np.bincount(inverse, minlength=len(classes))
+    ideal = sizes * (count / n) if n else sizes * 0.0
+    share = np.floor(ideal).astype(np.int64)
+    extra = count - int(share.sum())
+    if extra:
+        # largest fractional part first; a random key breaks ties reproducibly
+        order = np.lexsort((rng.random(len(classes)), -(ideal - share)))
+        share[order[:extra]] += 1
+    taken = []
+    for c in range(len(classes)):
+        members = np.flatnonzero(inverse == c)
+        taken.append(rng.permutation(members)[: share[c]])
+    taken_idx = np.sort(np.concatenate(taken)) if taken else np.zeros(0, np.int64)
+    mask = np.ones(n, dtype=bool)
+    mask[taken_idx] = False
+    return np.flatnonzero(mask), taken_idx
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train / validation / test tensors of one dataset, ready to use.
+
+    ``*_x`` are float32 NCHW tensors normalized per channel with the *training* split's mean
+    and standard deviation; ``*_y`` are int64 class indices (what ``cross_entropy`` takes).
+    ``info`` is ``(in_channels, input_hw, num_classes)``; ``augment`` says whether training
+    should use random-crop + flip augmentation (CIFAR only).
+    """
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    info: tuple[int, int, int]
+    augment: bool
+
+
+def _check_fractions(task: TaskSpec) -> None:
+    v, t = task.val_fraction, task.test_fraction
+    if not (0 < v < 1 and 0 < t < 1 and v + t < 1):
+        raise SpecError("val_fraction and test_fraction must each be in (0, 1) with a sum "
+                        f"below 1, got val_fraction={v}, test_fraction={t}")
+
+
+def load_splits(task: TaskSpec) -> Splits:
+    """Load ``task.dataset`` and split it, stratified and seeded with ``task.split_seed``.
+
+    ``digits`` (no official test set): test = ``test_fraction`` of the whole set, validation =
+    ``val_fraction`` of the whole set (drawn from what is left), train = the rest. Datasets
+    with an official test split (MNIST, Fashion-MNIST, CIFAR) keep it as the test set
+    (``test_fraction`` is ignored) and carve ``val_fraction`` of the official training set out
+    as validation.
+
+    Raises:
+        DatasetError: unknown dataset or missing files (all problems in one message).
+        DatasetFileError: a file is corrupt, truncated or refused (also a ``DatasetError``).
+        SpecError: fractions out of range.
+    """
+    import torch
+
+    _check_fractions(task)
+    problems = check_dataset_files(task.dataset, task.data_dir)
+    if problems:
+        raise DatasetError("; ".join(problems))
+    info = _INFO[task.dataset]
+    rng = np.random.default_rng(task.split_seed)
+    if task.dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        x_all, y_all = load_digits(return_X_y=True)
+        x_all = (x_all.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+        y_all = y_all.astype(np.int64)
+        n = len(y_all)
+        rest, test = stratified_split(y_all, round(task.test_fraction * n), rng)
+        keep, val = stratified_split(y_all[rest], round(task.val_fraction * n), rng)
+        train, val = rest[keep], rest[val]
+        tr = (x_all[train], y_all[train])
+        va = (x_all[val], y_all[val])
+        te = (x_all[test], y_all[test])
+    else:
+        assert task.data_dir is not None  # checked above
+        if task.dataset in ("mnist", "fashion_mnist"):
+            full = _read_mnist_pair(task.data_dir, "train", info[1], info[2])
+            te = _read_mnist_pair(task.data_dir, "t10k", info[1], info[2])
+        else:
+            full, te = _read_cifar(task.dataset, task.data_dir)
+        keep, val = stratified_split(full[1], round(task.val_fraction * len(full[1])), rng)
+        tr = (full[0][keep], full[1][keep])
+        va = (full[0][val], full[1][val])
+    if len(tr[1]) == 0:
+        raise DatasetError(f"dataset {task.dataset!r}: the training split is empty")
+    mean = tr[0].mean(axis=(0, 2, 3), keepdims=True, dtype=np.float64)
+    std = tr[0].std(axis=(0, 2, 3), keepdims=True, dtype=np.float64)
+    std = np.where(std > 1e-8, std, 1.0)
+    mean, std = mean.astype(np.float32), std.astype(np.float32)  # no float64 copy of the data
+
+    def norm(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray((x - mean) / std, dtype=np.float32))
+
+    def lab(y: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+
+    return Splits(
+        train_x=norm(tr[0]), train_y=lab(tr[1]),
+        val_x=norm(va[0]), val_y=lab(va[1]),
+        test_x=norm(te[0]), test_y=lab(te[1]),
+        info=info, augment=task.dataset in ("cifar10", "cifar100"),
+    )

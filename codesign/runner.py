@@ -139,20 +139,35 @@ def objective_values(result: EvalResult, objectives: tuple[str, ...]) -> list[fl
     return [float(table[o]) for o in objectives]
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+class _StopFlag:
+    """Set by the first SIGINT/SIGTERM; the loop stops at its next safe point.
 
+    A second signal raises ``KeyboardInterrupt`` at once (a forced stop may leave one trial
+    RUNNING; ``resume`` fails and re-queues it).
+    """
+
+    def __init__(self) -> None:
+        self.set = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+
+
+@contextmanager
+def _graceful_stop() -> Iterator[_StopFlag]:
+    flag = _StopFlag()
     try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
+        old = {sig: signal.signal(sig, flag) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: no signal handling
+        yield flag
         return
     try:
-        yield
+        yield flag
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def init_ray(address: str | None) -> None:
@@ -251,8 +266,10 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
         log.info("trial %d %s: %s", p.trial.number, state.name.lower(), reason)
 
     try:
-        with _sigterm_as_interrupt():
+        with _graceful_stop() as stop:
             while True:
+                if stop.set:
+                    raise KeyboardInterrupt
                 while (len(pending) < opts.workers
                        and complete + len(pending) + n_deferred() < opts.n_trials):
                     if failed > max_failures:

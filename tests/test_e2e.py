@@ -190,22 +190,8 @@ def test_sigkill_then_resume(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "codesign", "run", "exp.yaml",
                              "--no-progress"], cwd=tmp_path, env=ENV, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = tmp_path / "runs" / "killme.db"
-    deadline = time.time() + 180
-    before: dict[int, tuple[float, ...]] = {}
     try:
-        while time.time() < deadline and proc.poll() is None:
-            time.sleep(0.5)
-            if not db.exists():
-                continue
-            try:
-                trials = load(tmp_path, "killme").get_trials()
-            except Exception:  # noqa: BLE001 - the study may not exist yet
-                continue
-            before = {t.number: tuple(t.values) for t in trials
-                      if t.state == TrialState.COMPLETE}
-            if len(before) >= 3:
-                break
+        before = _wait_for_complete(tmp_path, "killme", proc, 3)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -229,3 +215,46 @@ def test_sigkill_then_resume(tmp_path: Path) -> None:
         t = study.trials[t.number]
         assert t.state == TrialState.FAIL and "driver that stopped" in t.user_attrs[
             "codesign.fail_reason"]
+
+
+def _wait_for_complete(cwd: Path, name: str, proc: subprocess.Popen, n: int) -> dict:
+    deadline = time.time() + 180
+    done: dict[int, tuple[float, ...]] = {}
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        if not (cwd / "runs" / f"{name}.db").exists():
+            continue
+        try:
+            trials = load(cwd, name).get_trials()
+        except Exception:  # noqa: BLE001 - the study may not exist yet
+            continue
+        done = {t.number: tuple(t.values) for t in trials if t.state == TrialState.COMPLETE}
+        if len(done) >= n:
+            break
+    return done
+
+
+def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
+    exp = experiment("ctrlc", 40, task={"epochs": 6})
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    proc = subprocess.Popen([sys.executable, "-m", "codesign", "run", "exp.yaml",
+                             "--no-progress"], cwd=tmp_path, env=ENV, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        before = _wait_for_complete(tmp_path, "ctrlc", proc, 3)
+        proc.send_signal(signal.SIGINT)  # the driver only, as a terminal's Ctrl-C would
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "codesign resume ctrlc" in err
+    assert "Traceback" not in err
+    study = load(tmp_path, "ctrlc")
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    done = {t.number: tuple(t.values) for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert len(done) < 40
+    for number, values in before.items():
+        assert done[number] == values
+    for t in study.get_trials(states=(TrialState.FAIL,)):
+        assert t.user_attrs["codesign.fail_reason"].startswith("interrupted")

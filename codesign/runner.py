@@ -253,6 +253,14 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
             q.cached = hit[0] if hit else None
             start(q)
 
+    def retry(p: _Pending) -> bool:
+        """Run a crashed evaluation again if it has retries left."""
+        if p.attempt >= cfg.execution.max_retries:
+            return False
+        p.attempt += 1
+        dispatch(p)
+        return True
+
     def n_deferred() -> int:
         return sum(len(v) for v in deferred.values())
 
@@ -300,21 +308,16 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
                         cause = e.as_instanceof_cause()
                         if isinstance(cause, InfeasibleDesign):
                             fail(p, f"unmappable: {cause}", TrialState.PRUNED)
-                        elif isinstance(cause, EvaluatorError):
+                        elif isinstance(cause, EvaluatorError):  # deterministic: no retry
                             fail(p, f"{type(cause).__name__}: {cause}")
-                        elif p.attempt < cfg.execution.max_retries:
-                            p.attempt += 1
-                            dispatch(p)
+                        elif retry(p):
                             continue
                         else:
                             fail(p, f"{type(cause).__name__}: {str(cause).splitlines()[-1]}")
                     except ray.exceptions.RayError as e:  # worker died, task lost
-                        if p.attempt < cfg.execution.max_retries:
-                            p.attempt += 1
-                            dispatch(p)
+                        if retry(p):
                             continue
-                        else:
-                            fail(p, f"{type(e).__name__}: {str(e).splitlines()[0]}")
+                        fail(p, f"{type(e).__name__}: {str(e).splitlines()[0]}")
                     release(p)
                 if bar is not None:
                     bar.set_postfix(running=len(pending), failed=failed, cached=hits,

@@ -32,8 +32,13 @@ def design_summary(t: FrozenTrial) -> dict[str, Any]:
     if not d:
         return {}
     net, hw = d["network"], d["accelerator"]
-    stages = "/".join(f"{s['depth']}x{s['width']}k{s['kernel_size']}" for s in net["stages"])
+    stages = "/".join(
+        f"{s['depth']}x{s['width']}k{s['kernel_size']}"
+        + (f"e{s['expansion']}" if s.get("expansion", 1) != 1 else "")
+        for s in net["stages"]
+    )
     return {
+        "family": net["family"],
         "stages": stages,
         "w_bits": net["weight_bits"],
         "a_bits": net["activation_bits"],

@@ -20,7 +20,7 @@ from typing import Any
 DATAFLOWS = ("ws", "os", "is")
 TEMPLATES = ("systolic",)
 DRAM_TYPES = ("lpddr4", "lpddr", "ddr3", "gddr5", "hbm2", "hmc")
-FAMILIES = ("plain_cnn",)
+FAMILIES = ("plain_cnn", "resnet", "mobilenetv2")
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -82,16 +82,20 @@ def stable_hash(obj: Any) -> str:
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One stage of a plain CNN: ``depth`` conv-BN-ReLU blocks of ``width`` channels.
+    """One stage: ``depth`` blocks of ``width`` output channels, ``kernel_size`` square kernels.
 
     The first block of the stage uses ``stride``; the others stride 1. Padding is
-    ``kernel_size // 2`` ("same").
+    ``kernel_size // 2`` ("same"). What a block is depends on the family (see
+    ``evaluators.training.model``): conv-BN-ReLU (``plain_cnn``), a basic residual block
+    (``resnet``), or an inverted residual with ``expansion`` x wider depthwise stage
+    (``mobilenetv2``; ``expansion`` is 1 for the other families).
     """
 
     depth: int
     width: int
     kernel_size: int
     stride: int
+    expansion: int = 1
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,9 @@ class NetworkSpec:
     """A complete, trainable network description (architecture + compression).
 
     Attributes:
-        family: model family; ``plain_cnn`` (stages of conv-BN-ReLU, global average pool, one
-            linear classifier).
+        family: ``plain_cnn`` (stages of conv-BN-ReLU), ``resnet`` (3x3 stem + basic
+            residual blocks) or ``mobilenetv2`` (3x3 stem + inverted residuals with depthwise
+            convs); each ends in global average pooling and one linear classifier.
         in_channels, input_hw, num_classes: taken from the dataset (square inputs).
         stages: the stages, in order.
         weight_bits / activation_bits: bits of weights / of activations after each ReLU;
@@ -208,8 +213,9 @@ class ConvLayer:
     """One layer of a hardware workload, in SCALE-Sim's topology terms plus extras.
 
     A fully connected layer is a conv with ``ifmap_h = ifmap_w = filter_h = filter_w = 1``.
-    ``padding`` is added on each side (SCALE-Sim layers have 0). ``weight_density`` is the
-    fraction of non-zero weights (1 = dense). Bits are per operand.
+    ``padding`` is added on each side (SCALE-Sim layers have 0). ``groups`` splits channels and
+    filters into independent groups (``groups = channels = num_filters`` is a depthwise conv).
+    ``weight_density`` is the fraction of non-zero weights (1 = dense). Bits are per operand.
     """
 
     name: str
@@ -226,6 +232,7 @@ class ConvLayer:
     input_bits: int = 8
     output_bits: int = 8
     weight_density: float = 1.0
+    groups: int = 1
 
     @property
     def ofmap_h(self) -> int:
@@ -243,14 +250,14 @@ class ConvLayer:
             * self.ofmap_h
             * self.ofmap_w
             * self.num_filters
-            * self.channels
+            * (self.channels // self.groups)
             * self.filter_h
             * self.filter_w
         )
 
     @property
     def weight_count(self) -> int:
-        return self.filter_h * self.filter_w * self.channels * self.num_filters
+        return self.filter_h * self.filter_w * (self.channels // self.groups) * self.num_filters
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)

@@ -55,8 +55,9 @@ NETWORK_KEYS: dict[str, KeySpec] = {
         "int", [3, 5], lambda v: None if v in (1, 3, 5, 7) else "must be 1, 3, 5 or 7",
         "square kernel size of a stage",
     ),
+    "expansion": KeySpec("int", 4, between(1, 8), "inverted-residual expansion (mobilenetv2)"),
 }
-PER_STAGE = ("depth", "width", "kernel")
+PER_STAGE = ("depth", "width", "kernel", "expansion")
 
 COMPRESSION_KEYS: dict[str, KeySpec] = {
     "weight_bits": KeySpec("int", [4, 8], in_set(BITS), "weight bits (32 = float)"),
@@ -129,12 +130,16 @@ class JointSpace:
     def decode(self, params: Mapping[str, Any]) -> DesignPoint:
         """Sampled parameters (+ fixed values) -> a typed :class:`DesignPoint`."""
         v = {**self.fixed(), **params}
+        inverted = v["net/family"] == "mobilenetv2"
         stages = tuple(
             StageSpec(
                 depth=int(v[f"net/s{i}/depth"]),
                 width=int(v[f"net/s{i}/width"]),
                 kernel_size=int(v[f"net/s{i}/kernel"]),
                 stride=1 if i == 0 else 2,
+                # only inverted residuals have an expansion: keep the others canonical so the
+                # training cache sees equal networks as equal
+                expansion=int(v[f"net/s{i}/expansion"]) if inverted else 1,
             )
             for i in range(int(v["net/stages"]))
         )

@@ -123,7 +123,7 @@ def test_cuda_requested_without_cuda() -> None:
         (small_net(weight_bits=0), TaskSpec(), "weight_bits"),
         (small_net(activation_bits=17), TaskSpec(), "activation_bits"),
         (small_net(prune_ratio=1.0), TaskSpec(), "prune_ratio"),
-        (small_net(family="resnet"), TaskSpec(), "family"),
+        (small_net(family="vgg"), TaskSpec(), "family"),
         (small_net(stages=()), TaskSpec(), "stages"),
         (small_net(stages=(StageSpec(0, 8, 3, 1),)), TaskSpec(), "depth"),
         (small_net(), TaskSpec(epochs=3, steps=3), "exactly one of epochs / steps"),
@@ -258,6 +258,14 @@ def count_with_hooks(model: nn.Module, in_channels: int, hw: int) -> list[tuple[
         NetworkSpec("plain_cnn", 3, 32, 100,
                     (StageSpec(2, 16, 3, 1), StageSpec(1, 24, 5, 3), StageSpec(3, 40, 3, 2)),
                     weight_bits=4, activation_bits=2, prune_ratio=0.25),
+        NetworkSpec("resnet", 1, 8, 10, (StageSpec(2, 8, 3, 1), StageSpec(1, 16, 3, 2))),
+        NetworkSpec("resnet", 3, 32, 10, (StageSpec(1, 16, 5, 1), StageSpec(2, 16, 3, 1),
+                                          StageSpec(1, 32, 3, 2)), prune_ratio=0.5),
+        NetworkSpec("mobilenetv2", 1, 8, 10,
+                    (StageSpec(1, 8, 3, 1, 1), StageSpec(2, 16, 3, 2, 4))),
+        NetworkSpec("mobilenetv2", 3, 32, 100,
+                    (StageSpec(2, 16, 3, 1, 6), StageSpec(1, 24, 5, 2, 6),
+                     StageSpec(2, 24, 3, 1, 3)), weight_bits=4, activation_bits=4),
         NetworkSpec("plain_cnn", 3, 32, 10, (StageSpec(1, 12, 5, 1), StageSpec(1, 20, 3, 2)),
                     weight_bits=32, activation_bits=32),
     ],
@@ -273,10 +281,25 @@ def test_extract_layers_matches_module(spec: NetworkSpec) -> None:
     assert all(layer.weight_bits == spec.weight_bits for layer in layers)
     assert all(layer.weight_density == pytest.approx(1 - spec.prune_ratio) for layer in layers)
     convs = layers[:-1]
-    assert sum(s.depth for s in spec.stages) == len(convs)
     assert all(layer.padding == layer.filter_h // 2 for layer in convs)
-    for prev, nxt in zip(convs, convs[1:]):  # shapes chain
-        assert (nxt.ifmap_h, nxt.channels) == (prev.ofmap_h, prev.num_filters)
+    if spec.family == "plain_cnn":
+        assert sum(s.depth for s in spec.stages) == len(convs)
+        for prev, nxt in zip(convs, convs[1:]):  # shapes chain
+            assert (nxt.ifmap_h, nxt.channels) == (prev.ofmap_h, prev.num_filters)
+    if spec.family == "mobilenetv2":  # depthwise convs reach the hardware as grouped convs
+        dws = [layer for layer in convs if layer.name.endswith("_dw")]
+        assert dws and all(dw.groups == dw.channels == dw.num_filters for dw in dws)
+
+
+@pytest.mark.parametrize("family", ["resnet", "mobilenetv2"])
+def test_residual_families_train(family: str) -> None:
+    spec = NetworkSpec(family, 1, 8, 10, (StageSpec(1, 8, 3, 1, 2), StageSpec(1, 16, 3, 2, 2)))
+    report = train(spec, TaskSpec(epochs=3, seed=0))
+    assert report.val_accuracy > 0.5  # 10 classes: chance is 0.1
+    sd = torch.load(io.BytesIO(report.state_dict), weights_only=True)
+    assert evaluate_accuracy(spec, TaskSpec(epochs=3, seed=0), report.state_dict, "val") == \
+        report.val_accuracy
+    assert any(k.endswith("post.range") for k in sd) == (family == "mobilenetv2")
 
 
 def test_extract_layers_rejects_bad_spec() -> None:

@@ -86,6 +86,7 @@ def layer_problems(layer: ConvLayer) -> list[str]:
         "weight_bits",
         "input_bits",
         "output_bits",
+        "groups",
     ):
         v = getattr(layer, name)
         if not _is_int(v) or v <= 0:
@@ -95,6 +96,11 @@ def layer_problems(layer: ConvLayer) -> list[str]:
     d = layer.weight_density
     if not _is_real(d) or not 0.0 < d <= 1.0:
         problems.append(f"weight_density: must be in (0, 1], got {d!r}")
+    if not problems and (layer.channels % layer.groups or layer.num_filters % layer.groups):
+        problems.append(
+            f"groups: must divide channels ({layer.channels}) and num_filters "
+            f"({layer.num_filters}), got {layer.groups}"
+        )
     if not problems:
         for f, i in (("filter_h", "ifmap_h"), ("filter_w", "ifmap_w")):
             padded = getattr(layer, i) + 2 * layer.padding
@@ -238,6 +244,8 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
     ib, wb, ob = layer.input_bits / 8.0, layer.weight_bits / 8.0, layer.output_bits / 8.0
     big_k, big_e, big_f = layer.num_filters, layer.ofmap_h, layer.ofmap_w
     r, s_, c = layer.filter_h, layer.filter_w, layer.channels
+    g = layer.groups
+    cpg, kpg = c // g, big_k // g  # channels / filters per group
     stride, pad = layer.stride, layer.padding
     batch = layer.batch
     hp, wp = layer.ifmap_h + 2 * pad, layer.ifmap_w + 2 * pad
@@ -248,15 +256,18 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
     nk = -(-big_k // kt)
     nb = -(-big_e // et)
 
-    in_tile = np.minimum((et - 1) * stride + r, hp) * (wp * c * ib)  # (b,)
-    w_tile = kt * (r * s_ * c * wb)  # (a,)
+    # A k-tile of a grouped conv needs only the input channels of the groups it covers.
+    ch_tile = np.minimum(c, -(-kt // kpg) * cpg)  # (a,)
+    in_tile = np.minimum((et - 1) * stride + r, hp) * (wp * ib)  # (b,) per channel
+    w_tile = kt * (r * s_ * cpg * wb)  # (a,)
     out_tile = np.multiply.outer(kt, et) * (big_f * PSUM_BITS / 8.0)  # (a, b)
-    need = w_tile[:, None] + in_tile[None, :] + out_tile
+    in_tile = np.multiply.outer(ch_tile, in_tile)  # (a, b)
+    need = w_tile[:, None] + in_tile + out_tile
     fits = need <= glb_bytes
     if not fits[0, 0]:
         raise InfeasibleDesign(
             f"layer {layer.name!r}: the smallest tile (kt=1, et=1: input "
-            f"{in_tile[0]:.0f} B + weights {w_tile[0]:.0f} B + 32-bit outputs "
+            f"{in_tile[0, 0]:.0f} B + weights {w_tile[0]:.0f} B + 32-bit outputs "
             f"{out_tile[0, 0]:.0f} B) needs {need[0, 0]:.0f} bytes, "
             f"glb holds {glb_bytes:.0f} (glb_kib={acc.glb_kib})"
         )
@@ -271,7 +282,10 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
     # K-outer: for k-tile: for image: for row-tile. Weights once; inputs once per k-tile unless
     # the whole input (one image) is a single resident tile.
     in_resident = (nb == 1) & (batch == 1)
-    in_k = batch * in_pass[None, :] * np.where(in_resident, 1, nk[:, None])  # (a, b)
+    # Each k-tile reads the channels its groups need: nk * ch_tile / C passes (1 for groups
+    # that tile evenly; nk for an ordinary conv).
+    k_passes = np.maximum(1.0, nk * ch_tile / c)  # (a,)
+    in_k = batch * in_pass[None, :] * np.where(in_resident, 1, k_passes[:, None])  # (a, b)
     w_k = np.full_like(in_k, w_once)
     # Rows-outer: for image: for row-tile: for k-tile. Inputs once; weights once per row tile
     # (and image) unless all weights are a single resident tile.
@@ -348,9 +362,11 @@ class SystolicModel(HardwareModel):
         acc = self.acc
         rows, cols = acc.pe_rows, acc.pe_cols
         wbits, ibits = layer.weight_bits, layer.input_bits
-        window = layer.filter_h * layer.filter_w * layer.channels
+        # A grouped conv is ``groups`` independent GEMMs run one after another.
+        groups = layer.groups
+        window = layer.filter_h * layer.filter_w * (layer.channels // groups)
         pixels = layer.ofmap_h * layer.ofmap_w * layer.batch
-        k = layer.num_filters
+        k = layer.num_filters // groups
 
         # Conv -> GEMM views (SCALE-Sim): spatial rows, spatial cols, temporal; and the bit
         # widths of the stationary, row-streamed and column-streamed operands.
@@ -377,10 +393,11 @@ class SystolicModel(HardwareModel):
         # SCALE-Sim 3.0.0 stall-free cycles: per fold, WS/IS preload the stationary operand
         # (rows cycles), then fill (rows + cols), stream T, drain; OS has no preload.
         per_fold = (rows if df == "os" else 2 * rows) + cols + t - 2
-        compute = folds * per_fold - 1
+        compute = groups * folds * per_fold - 1
         hidden = 0
         if df != "os" and acc.double_buffered and acc.rf_bytes * 8 >= 2 * stat_bits:
-            hidden = (folds - 1) * min(rows, t)  # next fold's preload overlaps this fold
+            # the next fold's preload overlaps this fold
+            hidden = (groups * folds - 1) * min(rows, t)
         compute_overlapped = compute - hidden
 
         tiling = plan_tiling(layer, acc)
@@ -399,9 +416,12 @@ class SystolicModel(HardwareModel):
         # register-to-register, 32-bit psum update).
         rf_pj = macs * (wbits + ibits + PSUM_BITS) * self._rf_pj_bit
         glb_bits = (
-            sr * sc * stat_bits
-            + fc * sr * t * row_bits
-            + (2 * fr - 1 if col_psum else fr) * sc * t * col_bits
+            groups
+            * (
+                sr * sc * stat_bits
+                + fc * sr * t * row_bits
+                + (2 * fr - 1 if col_psum else fr) * sc * t * col_bits
+            )
             + 8 * dram_bytes  # DRAM fills written into the GLB, outputs read out of it
         )
         glb_pj = glb_bits * self._glb_pj_bit
@@ -432,6 +452,7 @@ class SystolicModel(HardwareModel):
                 "folds_row": fr,
                 "folds_col": fc,
                 "folds": folds,
+                "groups": groups,
                 "ideal_cycles": -(-macs // pes),
                 "compute_cycles_overlapped": compute_overlapped,
                 "preload_cycles_hidden": hidden,

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["PACT", "pact_quantize", "quantize_weight", "validate_bits"]
+__all__ = ["PACT", "SignedQuant", "pact_quantize", "quantize_weight", "validate_bits"]
 
 FLOAT_BITS = 32
 
@@ -112,3 +112,30 @@ class PACT(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
+
+
+class SignedQuant(nn.Module):
+    """Symmetric per-tensor fake quantization of a signed activation (a residual block's output).
+
+    The range is calibrated as an exponential moving average (momentum 0.1) of ``max|x|`` over
+    training batches and frozen in eval mode, so a deployed network uses one static scale.
+    Levels ``k * s``, ``k`` in ``-(2^(b-1)-1) .. 2^(b-1)-1``; 1 bit is treated as 2 (ternary),
+    since a signed tensor needs a zero level. Straight-through estimator backward; identity at
+    32 bits.
+    """
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+        self.register_buffer("range", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bits >= FLOAT_BITS:
+            return x
+        if self.training:
+            m = x.detach().abs().amax().float()
+            self.range.copy_(torch.where(self.range > 0, 0.9 * self.range + 0.1 * m, m))
+        qmax = 2 ** (max(self.bits, 2) - 1) - 1
+        s = (self.range / qmax).clamp(min=torch.finfo(torch.float32).tiny)
+        q = (torch.round(x.float() / s).clamp(-qmax, qmax) * s).to(x.dtype)
+        return x + (q - x).detach()

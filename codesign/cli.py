@@ -209,9 +209,27 @@ def cmd_hw(args: argparse.Namespace) -> int:
     from evaluators.hardware import evaluate_network, load_accelerator_yaml, read_layers_csv
 
     acc = load_accelerator_yaml(args.accelerator)
-    layers = read_layers_csv(args.layers)
+    if (args.layers is None) == (args.network is None):
+        raise UsageError("hw: give exactly one of --layers CSV or --network NET.yaml")
+    layers = read_layers_csv(args.layers) if args.layers else _network_layers(args.network)
     _print_hw(evaluate_network(layers, acc), args.json)
     return 0
+
+
+def _network_layers(path: str) -> list[Any]:
+    """The workload of a network spec file (``network.yaml``/``.json`` as ``export`` writes)."""
+    from codesign.config import read_yaml
+    from evaluators.specs import NetworkSpec, SpecError
+    from evaluators.training import extract_layers
+
+    raw = read_yaml(path)  # JSON is YAML; safe loader, one-line errors
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: (top level): expected a network spec mapping")
+    try:
+        spec = NetworkSpec.from_dict(raw)
+        return list(extract_layers(spec))
+    except (TypeError, KeyError, SpecError) as e:
+        raise UsageError(f"{path}: network: not a valid network spec ({e})") from None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -326,9 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--storage", help="storage URL (default sqlite:///runs/<NAME>.db)")
     sp.add_argument("--out", required=True, help="FILE.png or FILE.html")
 
-    sp = add("hw", cmd_hw, "the accelerator model alone on a SCALE-Sim topology CSV")
+    sp = add("hw", cmd_hw, "the accelerator model alone on a SCALE-Sim topology CSV or on "
+             "an exported network spec")
     sp.add_argument("--accelerator", required=True, help="accelerator YAML")
-    sp.add_argument("--layers", required=True, help="layers CSV (SCALE-Sim topology format)")
+    sp.add_argument("--layers", help="layers CSV (SCALE-Sim topology format)")
+    sp.add_argument("--network", help="a network spec (network.yaml from `codesign export`)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = add("evaluate", cmd_evaluate, "evaluate one design of an experiment's space outside "

@@ -128,6 +128,14 @@ def test_export_yaml_and_csv(small_study: tuple[Path, subprocess.CompletedProces
         with open(folder / "layers.csv") as fh:
             rows = list(csv.reader(fh))
         assert rows[0][0] == "Layer name" and len(rows) >= 3
+    # an exported network goes straight into the hardware model alone
+    first = out / index["designs"][0]["folder"]
+    hw = codesign("hw", "--accelerator", str(ROOT / "experiments/accelerators/edge_systolic.yaml"),
+                  "--network", str(first / "network.yaml"), "--json", cwd=cwd)
+    assert hw.returncode == 0, hw.stderr
+    names = [row["name"] for row in json.loads(hw.stdout)["layers"]]
+    with open(first / "layers.csv") as fh:
+        assert names == [row[0] for row in list(csv.reader(fh))[1:]]
     again = codesign("export", "small", "--out", "exports/small", cwd=cwd)
     assert again.returncode == 2 and "--overwrite" in again.stderr
     as_csv = codesign("export", "small", "--out", "exports/csv", "--format", "csv",

@@ -21,6 +21,7 @@ DATAFLOWS = ("ws", "os", "is")
 TEMPLATES = ("systolic",)
 DRAM_TYPES = ("lpddr4", "lpddr", "ddr3", "gddr5", "hbm2", "hmc")
 FAMILIES = ("plain_cnn", "resnet", "mobilenetv2")
+PRUNE_MODES = ("unstructured", "structured", "nm")
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -110,8 +111,12 @@ class NetworkSpec:
         stages: the stages, in order.
         weight_bits / activation_bits: bits of weights / of activations after each ReLU;
             32 means floating point (no fake quantization).
-        prune_ratio: fraction of each layer's weights zeroed by unstructured L1-magnitude
-            pruning (0 = dense). The hardware model sees it as weight density 1 - ratio.
+        prune_ratio: how much pruning removes (0 = dense), in the sense of ``prune_mode``.
+        prune_mode: ``unstructured`` (L1-magnitude weights of every layer; the hardware sees
+            weight density ``1 - ratio``), ``structured`` (L1-norm filter pruning of a block's
+            internal channels; the hardware sees the physically smaller layers) or ``nm``
+            (N:4 fine-grained sparsity, ``N = 4 - round(4 * ratio)``; 2:4 at ratio 0.5; the
+            hardware sees density ``N / 4``).
     """
 
     family: str
@@ -122,6 +127,7 @@ class NetworkSpec:
     weight_bits: int = 8
     activation_bits: int = 8
     prune_ratio: float = 0.0
+    prune_mode: str = "unstructured"
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)

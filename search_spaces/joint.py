@@ -22,6 +22,7 @@ from evaluators.specs import (
     DATAFLOWS,
     DRAM_TYPES,
     FAMILIES,
+    PRUNE_MODES,
     TEMPLATES,
     AcceleratorSpec,
     DesignPoint,
@@ -63,7 +64,10 @@ COMPRESSION_KEYS: dict[str, KeySpec] = {
     "weight_bits": KeySpec("int", [4, 8], in_set(BITS), "weight bits (32 = float)"),
     "activation_bits": KeySpec("int", [4, 8], in_set(BITS), "activation bits (32 = float)"),
     "prune_ratio": KeySpec(
-        "float", 0.0, between(0.0, 0.95), "fraction of weights zeroed (L1 magnitude)"
+        "float", 0.0, between(0.0, 0.95), "how much pruning removes (see prune_mode)"
+    ),
+    "prune_mode": KeySpec(
+        "str", "unstructured", in_set(PRUNE_MODES), "unstructured | structured | nm"
     ),
 }
 
@@ -152,6 +156,7 @@ class JointSpace:
             weight_bits=int(v["cmp/weight_bits"]),
             activation_bits=int(v["cmp/activation_bits"]),
             prune_ratio=round(float(v["cmp/prune_ratio"]), 6),
+            prune_mode=v["cmp/prune_mode"],
         )
         hw = {key: v[f"hw/{key}"] for key in ACCELERATOR_KEYS}
         for key in ("glb_kib", "dram_gbps", "freq_mhz"):

@@ -328,3 +328,41 @@ def test_augment_is_a_padded_crop_or_its_mirror() -> None:
 
 def test_load_splits_is_reexported() -> None:
     assert load_splits(TaskSpec()).info == (1, 8, 10)
+
+
+def _nonzero_shapes(sd: dict[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
+    """(non-zero output filters, non-zero input slices) of every conv weight."""
+    out = {}
+    for k, w in sd.items():
+        if k.endswith("conv.weight"):
+            filt = w.reshape(w.shape[0], w.shape[1], -1).abs().sum(dim=2)
+            out[k] = (int((filt.sum(dim=1) > 0).sum()), int((filt.sum(dim=0) > 0).sum()))
+    return out
+
+
+@pytest.mark.parametrize("family", ["plain_cnn", "resnet", "mobilenetv2"])
+def test_structured_pruning_shrinks_what_the_hardware_sees(family: str) -> None:
+    stages = (StageSpec(1, 16, 3, 1, 4), StageSpec(2, 32, 3, 2, 4))
+    dense = NetworkSpec(family, 1, 8, 10, stages)
+    spec = dataclasses.replace(dense, prune_ratio=0.5, prune_mode="structured")
+    report = train(spec, TaskSpec(epochs=2, seed=0))
+    sd = torch.load(io.BytesIO(report.state_dict), weights_only=True)
+    hw = extract_layers(spec)
+    assert sum(x.macs for x in hw) < 0.75 * sum(x.macs for x in extract_layers(dense))
+    # every conv the torch model really uses (non-zero filters) is what the hardware gets
+    shapes = _nonzero_shapes(sd)
+    nonzero_out = sorted(o for o, _ in shapes.values())
+    hw_out = sorted(x.num_filters for x in hw[:-1])
+    assert nonzero_out == hw_out
+    assert report.val_accuracy > 0.3
+
+
+def test_nm_pruning_is_n_of_4() -> None:
+    spec = NetworkSpec("plain_cnn", 1, 8, 10, (StageSpec(1, 16, 3, 1), StageSpec(1, 32, 3, 2)),
+                       prune_ratio=0.5, prune_mode="nm")
+    report = train(spec, TaskSpec(epochs=2, seed=0))
+    sd = torch.load(io.BytesIO(report.state_dict), weights_only=True)
+    w = sd["features.s1b0.conv.weight"].reshape(32, -1)  # 16*9 = 144, a multiple of 4
+    nonzero_per_group = (w.reshape(32, -1, 4) != 0).sum(dim=2)
+    assert int(nonzero_per_group.max()) <= 2
+    assert all(x.weight_density == 0.5 for x in extract_layers(spec))

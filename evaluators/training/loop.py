@@ -223,7 +223,7 @@ def _run(model: nn.Module, spec: NetworkSpec, task: TaskSpec, splits: Splits,
         order = torch.randperm(n, generator=gen).to(device)
         for b in range(per_epoch):
             if step == prune_at:
-                apply_pruning(model, spec.prune_ratio)
+                apply_pruning(model, spec)
             idx = order[b * batch:(b + 1) * batch]
             xb, yb = x[idx], y[idx]
             if splits.augment:

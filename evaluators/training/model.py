@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
-from evaluators.specs import FAMILIES, ConvLayer, NetworkSpec, SpecError
+from evaluators.specs import FAMILIES, PRUNE_MODES, ConvLayer, NetworkSpec, SpecError
 from evaluators.training.quant import (
     FLOAT_BITS,
     PACT,
@@ -69,6 +69,8 @@ def validate_spec(spec: NetworkSpec) -> None:
         msg = validate_bits(getattr(spec, name), name)
         if msg:
             problems.append(msg)
+    if spec.prune_mode not in PRUNE_MODES:
+        problems.append(f"prune_mode must be one of {list(PRUNE_MODES)}, got {spec.prune_mode!r}")
     if not 0.0 <= spec.prune_ratio < 1.0:
         problems.append(f"prune_ratio must be in [0, 1), got {spec.prune_ratio!r}")
     if problems:
@@ -120,6 +122,7 @@ class ConvPlan:
     groups: int
     hw_in: int
     act: str
+    prunable: bool = False  # its output channels are internal: structured pruning may drop them
 
     @property
     def hw_out(self) -> int:
@@ -142,8 +145,28 @@ class BlockPlan:
     post: str = "none"
 
 
-def plan(spec: NetworkSpec) -> tuple[BlockPlan, ...]:
-    """The blocks of ``spec``, in order (the classifier is not included)."""
+def kept_channels(width: int, spec: NetworkSpec) -> int:
+    """Output channels a prunable conv keeps under ``spec``'s structured pruning."""
+    if spec.prune_mode != "structured" or spec.prune_ratio <= 0:
+        return width
+    return max(1, round(width * (1.0 - spec.prune_ratio)))
+
+
+def nm_keep(spec: NetworkSpec) -> int:
+    """N of N:4 sparsity for ``prune_mode == "nm"``."""
+    return min(4, max(1, 4 - round(4 * spec.prune_ratio)))
+
+
+def plan(spec: NetworkSpec, *, pruned: bool = False) -> tuple[BlockPlan, ...]:
+    """The blocks of ``spec``, in order (the classifier is not included).
+
+    Args:
+        pruned: give the shapes after structured pruning (what the hardware runs); the torch
+            module is built at full width (``pruned=False``) and its pruned channels masked.
+    """
+    def internal(width: int) -> int:
+        return kept_channels(width, spec) if pruned else width
+
     blocks: list[BlockPlan] = []
     hw, cin = spec.input_hw, spec.in_channels
     if spec.family != "plain_cnn":  # a 3x3 stem conv to the first stage's width
@@ -155,11 +178,13 @@ def plan(spec: NetworkSpec) -> tuple[BlockPlan, ...]:
             name, stride, k, cout = f"s{i}b{j}", st.stride if j == 0 else 1, st.kernel_size, \
                 st.width
             if spec.family == "plain_cnn":
-                convs = (ConvPlan(name, cin, cout, k, stride, 1, hw, "relu"),)
+                cout = internal(cout)
+                convs = (ConvPlan(name, cin, cout, k, stride, 1, hw, "relu", True),)
                 blocks.append(BlockPlan(name, convs))
             elif spec.family == "resnet":
-                c1 = ConvPlan(f"{name}_conv1", cin, cout, k, stride, 1, hw, "relu")
-                c2 = ConvPlan(f"{name}_conv2", cout, cout, k, 1, 1, c1.hw_out, "none")
+                mid = internal(cout)
+                c1 = ConvPlan(f"{name}_conv1", cin, mid, k, stride, 1, hw, "relu", True)
+                c2 = ConvPlan(f"{name}_conv2", mid, cout, k, 1, 1, c1.hw_out, "none")
                 short = None
                 if stride != 1 or cin != cout:
                     short = ConvPlan(f"{name}_short", cin, cout, 1, stride, 1, hw, "none")
@@ -169,7 +194,9 @@ def plan(spec: NetworkSpec) -> tuple[BlockPlan, ...]:
                 convs_l: list[ConvPlan] = []
                 h = hw
                 if st.expansion != 1:
-                    convs_l.append(ConvPlan(f"{name}_expand", cin, hidden, 1, 1, 1, h, "relu"))
+                    hidden = internal(hidden)  # the depthwise conv follows these channels
+                    convs_l.append(
+                        ConvPlan(f"{name}_expand", cin, hidden, 1, 1, 1, h, "relu", True))
                 dw = ConvPlan(f"{name}_dw", hidden, hidden, k, stride, hidden, h, "relu")
                 proj = ConvPlan(f"{name}_project", hidden, cout, 1, 1, 1, dw.hw_out, "none")
                 convs_l += [dw, proj]
@@ -198,6 +225,7 @@ class Block(nn.Module):
 
     def __init__(self, b: BlockPlan, spec: NetworkSpec) -> None:
         super().__init__()
+        self.kind = ("basic" if spec.family == "resnet" else "inverted")
         self.main = nn.Sequential(*[_conv_unit(c, spec) for c in b.convs])
         self.shortcut = _conv_unit(b.shortcut, spec) if b.shortcut else None
         self.residual = b.residual
@@ -232,7 +260,7 @@ class Network(nn.Module):
                               or b.name == "stem" else Block(b, spec))
         self.features = nn.Sequential(blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        width = spec.stages[-1].width
+        width = spec.stages[-1].width  # full width: pruned channels are masked, not removed
         self.classifier = QLinear(width, spec.num_classes, weight_bits=spec.weight_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -257,21 +285,73 @@ def prunable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def apply_pruning(model: nn.Module, ratio: float) -> None:
-    """Mask the ``ratio`` smallest-magnitude weights of every conv/linear layer (L1, per layer).
+def apply_pruning(model: nn.Module, spec: NetworkSpec) -> None:
+    """Mask weights of ``model`` as ``spec.prune_mode`` says (masks stay through training).
 
-    Uses ``torch.nn.utils.prune.l1_unstructured``: the weight becomes ``weight_orig * mask``
-    and stays masked through further training until :func:`remove_pruning`.
+    - ``unstructured``: ``prune.l1_unstructured`` at ``prune_ratio`` on every conv and linear.
+    - ``nm``: in every group of 4 consecutive weights of a filter (input-channel-major, zero
+      padded), keep the ``N`` largest magnitudes (``prune.custom_from_mask``).
+    - ``structured``: in every prunable conv (a block's internal channels, see :func:`plan`),
+      keep the :func:`kept_channels` filters of largest L1 norm; the dropped filters and their
+      BatchNorm scale and shift are masked, so the channel is exactly zero (a removed channel),
+      and a depthwise conv reading it is masked the same way.
     """
-    for _, m in prunable_modules(model):
-        prune.l1_unstructured(m, name="weight", amount=float(ratio))
+    if spec.prune_mode == "unstructured":
+        for _, m in prunable_modules(model):
+            prune.l1_unstructured(m, name="weight", amount=float(spec.prune_ratio))
+    elif spec.prune_mode == "nm":
+        keep = nm_keep(spec)
+        for _, m in prunable_modules(model):
+            w = m.weight.detach().reshape(m.weight.shape[0], -1).abs()
+            pad = (-w.shape[1]) % 4
+            groups = F.pad(w, (0, pad)).reshape(w.shape[0], -1, 4)
+            top = groups.topk(keep, dim=2).indices
+            mask = torch.zeros_like(groups).scatter_(2, top, 1.0)
+            mask = mask.reshape(w.shape[0], -1)[:, : w.shape[1]].reshape(m.weight.shape)
+            prune.custom_from_mask(m, name="weight", mask=mask)
+    else:
+        for units in _structured_units(model):
+            head = units[0]
+            conv: nn.Conv2d = head.conv
+            keep = kept_channels(conv.out_channels, spec)
+            norms = conv.weight.detach().abs().reshape(conv.out_channels, -1).sum(dim=1)
+            channel = torch.zeros(conv.out_channels)
+            channel[norms.topk(keep).indices] = 1.0
+            for unit in units:
+                c = unit.conv
+                prune.custom_from_mask(c, name="weight",
+                                       mask=channel.reshape(-1, 1, 1, 1).expand_as(c.weight))
+                prune.custom_from_mask(unit.bn, name="weight", mask=channel.clone())
+                prune.custom_from_mask(unit.bn, name="bias", mask=channel.clone())
+
+
+def _structured_units(model: nn.Module) -> list[list[nn.Module]]:
+    """Groups of conv units whose output channels are pruned together (a prunable conv, plus
+    the depthwise conv that reads its channels in an inverted residual)."""
+    units: list[list[nn.Module]] = []
+    features = getattr(model, "features", None)
+    if features is None:
+        return units
+    for name, block in features.named_children():
+        if name == "stem":
+            continue
+        if isinstance(block, Block):
+            main = list(block.main)
+            if block.kind == "basic":
+                units.append([main[0]])
+            elif block.kind == "inverted" and len(main) == 3:
+                units.append([main[0], main[1]])
+        else:  # a plain conv unit
+            units.append([block])
+    return units
 
 
 def remove_pruning(model: nn.Module) -> None:
-    """Make pruning permanent: plain ``weight`` parameters with exact zeros, no masks."""
-    for _, m in prunable_modules(model):
-        if prune.is_pruned(m):
-            prune.remove(m, "weight")
+    """Make pruning permanent: plain parameters with exact zeros, no masks."""
+    for m in model.modules():
+        for pname in ("weight", "bias"):
+            if prune.is_pruned(m) and hasattr(m, f"{pname}_orig"):
+                prune.remove(m, pname)
 
 
 def extract_layers(spec: NetworkSpec) -> tuple[ConvLayer, ...]:
@@ -288,10 +368,15 @@ def extract_layers(spec: NetworkSpec) -> tuple[ConvLayer, ...]:
         SpecError: ``spec`` is out of domain.
     """
     validate_spec(spec)
-    density = 1.0 - float(spec.prune_ratio)
+    if spec.prune_mode == "unstructured":
+        density = 1.0 - float(spec.prune_ratio)
+    elif spec.prune_mode == "nm":
+        density = nm_keep(spec) / 4.0 if spec.prune_ratio > 0 else 1.0
+    else:  # structured: the layers themselves are smaller, what is left is dense
+        density = 1.0
     a_bits, w_bits = spec.activation_bits, spec.weight_bits
     layers: list[ConvLayer] = []
-    for block in plan(spec):
+    for block in plan(spec, pruned=True):
         for c in (*block.convs, *((block.shortcut,) if block.shortcut else ())):
             layers.append(ConvLayer(
                 name=c.name,
@@ -306,7 +391,7 @@ def extract_layers(spec: NetworkSpec) -> tuple[ConvLayer, ...]:
                 weight_density=density,
                 groups=c.groups,
             ))
-    cin = spec.stages[-1].width
+    cin = layers[-1].num_filters
     layers.append(ConvLayer(
         name="fc", ifmap_h=1, ifmap_w=1, filter_h=1, filter_w=1,
         channels=cin, num_filters=spec.num_classes, stride=1, padding=0,

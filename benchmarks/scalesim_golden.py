@@ -56,7 +56,7 @@ TOPO_COLUMNS = (
 )
 
 # name: (ifmap h, ifmap w, filter h, filter w, channels, num filters, stride), description.
-# Names must not contain "DP": SCALE-Sim splits such layers into per-channel depthwise convs.
+# Only depthwise layers may have "DP" in their name (SCALE-Sim splits those per channel).
 LAYERS: dict[str, tuple[tuple[int, ...], str]] = {
     # Tiny layers, run on the small and rectangular arrays (SCALE-Sim is slow on big folds).
     "tiny_conv3x3": ((10, 10, 3, 3, 8, 12, 1), "3x3 conv, K=12 not a multiple of 8/32"),
@@ -85,6 +85,10 @@ LAYERS: dict[str, tuple[tuple[int, ...], str]] = {
     "mbv2_pw_expand": ((28, 28, 1, 1, 32, 192, 1), "MobileNetV2 1x1 expansion 32 -> 192"),
     "odd_3x5": ((23, 19, 3, 5, 37, 45, 1), "non-square input and filter, odd sizes"),
     "alexnet_conv1_small": ((35, 35, 11, 11, 3, 24, 4), "AlexNet conv1 11x11 s4 shrunk"),
+    # Depthwise: SCALE-Sim runs a layer whose name contains "DP" as `Channels` separate layers
+    # with one channel each (and `Num Filter` filters each); its report has one row per channel.
+    "mbv2_DP3x3_s1": ((18, 18, 3, 3, 16, 1, 1), "depthwise 3x3 s1, 16 channels (16x16 out)"),
+    "mbv2_DP3x3_s2": ((17, 17, 3, 3, 24, 1, 2), "depthwise 3x3 s2, 24 channels (8x8 out)"),
 }
 
 DATAFLOWS = ("ws", "os", "is")
@@ -105,6 +109,7 @@ GROUPS: list[tuple[tuple[str, ...], tuple[tuple[int, int], ...], tuple[str, ...]
     (("r18_conv1",), ((128, 128),), ("ws", "os")),
     (("r18_conv1_small", "alexnet_conv1_small"), ((16, 16), (32, 32)), DATAFLOWS),
     (("odd_3x5",), ((16, 16), (32, 32), (8, 32)), DATAFLOWS),
+    (("mbv2_DP3x3_s1", "mbv2_DP3x3_s2"), ((8, 8), (32, 32)), DATAFLOWS),
 ]
 
 # SRAM sizes (kB) per operand. In CALC mode the read buffers never miss, so these do not change
@@ -174,8 +179,9 @@ def all_cases() -> list[dict]:
                     if cid in seen:
                         raise ValueError(f"duplicate case {cid}")
                     seen.add(cid)
-                    cases.append({"id": cid, "layer": name, "rows": rows, "cols": cols,
-                                  "dataflow": df})
+                    cases.append(
+                        {"id": cid, "layer": name, "rows": rows, "cols": cols, "dataflow": df}
+                    )
     return cases
 
 
@@ -188,36 +194,55 @@ def run_case(case: dict) -> dict:
         topo = os.path.join(tmp, "topology.csv")
         layout = os.path.join(tmp, "layout.csv")  # required; unused without custom layouts
         with open(cfg, "w") as f:
-            f.write(CONFIG_TEMPLATE.format(run_name="golden", rows=case["rows"],
-                                           cols=case["cols"], dataflow=case["dataflow"],
-                                           **SRAM_KB))
+            f.write(
+                CONFIG_TEMPLATE.format(
+                    run_name="golden",
+                    rows=case["rows"],
+                    cols=case["cols"],
+                    dataflow=case["dataflow"],
+                    **SRAM_KB,
+                )
+            )
         with open(topo, "w") as f:
             f.write(topology_csv(case["layer"]))
         with open(layout, "w") as f:
             f.write("Layer name,\n")
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
-            sim = scalesim(save_disk_space=True, verbose=False, config=cfg, topology=topo,
-                           layout=layout, input_type_gemm=False)
+            sim = scalesim(
+                save_disk_space=True,
+                verbose=False,
+                config=cfg,
+                topology=topo,
+                layout=layout,
+                input_type_gemm=False,
+            )
             sim.run_scale(top_path=os.path.join(tmp, "out"))
         seconds = time.perf_counter() - t0
         ofmap = [int(v) for v in sim.topo.get_layer_ofmap_dims(0)]
         report = os.path.join(tmp, "out", "golden", "COMPUTE_REPORT.csv")
         with open(report, newline="") as f:
             rows = [[c.strip() for c in r] for r in csv.reader(f)]
-    header, values = rows[0], rows[1]
-    got = dict(zip(header, values))
+    header = rows[0]
+    layers = [dict(zip(header, r)) for r in rows[1:] if any(r)]
+    first = layers[0]
     out = dict(case)
     out["layer"] = topology_row(case["layer"])
     out.update(
-        compute_cycles=int(got["Total Cycles"]),
-        total_cycles_incl_prefetch=int(got["Total Cycles (incl. prefetch)"]),
-        stall_cycles=int(got["Stall Cycles"]),
-        overall_util_pct=round(float(got["Overall Util %"]), 6),
-        mapping_efficiency_pct=round(float(got["Mapping Efficiency %"]), 6),
-        compute_util_pct=round(float(got["Compute Util %"]), 6),
+        compute_cycles=sum(int(g["Total Cycles"]) for g in layers),
+        total_cycles_incl_prefetch=sum(int(g["Total Cycles (incl. prefetch)"]) for g in layers),
+        stall_cycles=sum(int(g["Stall Cycles"]) for g in layers),
+        overall_util_pct=round(float(first["Overall Util %"]), 6),
+        mapping_efficiency_pct=round(float(first["Mapping Efficiency %"]), 6),
+        compute_util_pct=round(float(first["Compute Util %"]), 6),
         scalesim_ofmap_hw=ofmap,
     )
+    if len(layers) > 1:  # a depthwise ("DP") layer: one report row per channel
+        per_layer = {int(g["Total Cycles"]) for g in layers}
+        if len(per_layer) != 1:
+            raise RuntimeError(f"{case['id']}: per-channel cycles differ: {sorted(per_layer)}")
+        out["scalesim_layers"] = len(layers)
+        out["compute_cycles_per_layer"] = per_layer.pop()
     out["_seconds"] = seconds
     return out
 
@@ -225,16 +250,22 @@ def run_case(case: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=DEFAULT_OUT, help="JSON to write (default: %(default)s)")
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                    help="worker processes (default: all cores)")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes (default: all cores)",
+    )
     ap.add_argument("--only", default="", help="run only case ids containing this text")
     args = ap.parse_args(argv)
 
     try:
         import scalesim  # noqa: F401
     except ImportError:
-        print("scalesim is not importable: run this with the SCALE-Sim venv's python",
-              file=sys.stderr)
+        print(
+            "scalesim is not importable: run this with the SCALE-Sim venv's python",
+            file=sys.stderr,
+        )
         return 2
     if "evaluators" in sys.modules:  # pragma: no cover - defensive
         print("refusing to run with our package imported", file=sys.stderr)
@@ -244,12 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(cases)} cases, {args.jobs} workers", flush=True)
     t0 = time.perf_counter()
     results = []
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("fork")
     with ctx.Pool(args.jobs) as pool:
         for i, r in enumerate(pool.imap_unordered(run_case, cases), 1):
             results.append(r)
-            print(f"[{i:3d}/{len(cases)}] {r['id']:<34} {r['compute_cycles']:>9,} cycles "
-                  f"({r['_seconds']:.1f} s)", flush=True)
+            print(
+                f"[{i:3d}/{len(cases)}] {r['id']:<34} {r['compute_cycles']:>9,} cycles "
+                f"({r['_seconds']:.1f} s)",
+                flush=True,
+            )
     wall = time.perf_counter() - t0
     order = {c["id"]: i for i, c in enumerate(cases)}
     results.sort(key=lambda r: order[r["id"]])
@@ -270,8 +304,11 @@ def main(argv: list[str] | None = None) -> int:
             "word_bytes": 1,
             "compute_cycles": "COMPUTE_REPORT.csv 'Total Cycles' (stall-free: Stall Cycles = 0)",
             "utilization": "COMPUTE_REPORT.csv 'Overall Util %', 'Mapping Efficiency %', "
-                           "'Compute Util %'",
+            "'Compute Util %'",
             "scalesim_ofmap_hw": "SCALE-Sim's own ofmap size, ceil((H - R + s) / s)",
+            "depthwise": "'DP' layers run as scalesim_layers one-channel layers; compute_cycles "
+            "and total_cycles_incl_prefetch are their sums, utilizations are "
+            "per channel layer (all equal)",
         },
         "layer_notes": {name: note for name, (_, note) in LAYERS.items()},
         "cases": results,
@@ -290,8 +327,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 f.write(f" {json.dumps(key)}: {json.dumps(value)}{sep}\n")
         f.write("}\n")
-    print(f"wrote {len(results)} cases to {args.out} in {wall:.0f} s wall "
-          f"({cpu:.0f} s of SCALE-Sim time)")
+    print(
+        f"wrote {len(results)} cases to {args.out} in {wall:.0f} s wall "
+        f"({cpu:.0f} s of SCALE-Sim time)"
+    )
     return 0
 
 

@@ -43,7 +43,7 @@ def _open_named(name: str, storage: str | None) -> tuple[Any, Any, str]:
     from codesign.study import load_existing, open_storage
 
     url = _storage_for(name, storage)
-    st = open_storage(url)
+    st = open_storage(url, must_exist=True)
     study, cfg = load_existing(name, st, url)
     return study, cfg, url
 
@@ -67,8 +67,8 @@ def _run(cfg: Any, study: Any, url: str, args: argparse.Namespace) -> int:
     from codesign.runner import RunOptions, run_study
 
     opts = RunOptions(
-        n_trials=args.n_trials or cfg.study.n_trials,
-        workers=args.workers or cfg.execution.workers,
+        n_trials=cfg.study.n_trials if args.n_trials is None else args.n_trials,
+        workers=cfg.execution.workers if args.workers is None else args.workers,
         ray_address=args.ray_address or cfg.execution.ray_address,
         progress=not args.no_progress,
     )
@@ -91,8 +91,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return cmd_resume(args, cfg_name=cfg.study.name,
                           url=args.storage or cfg.study.storage)
     url = args.storage or cfg.study.storage
+    sampler = make(cfg.sampler, seed=cfg.study.seed)  # before any file is created
     storage = open_storage(url, create_dirs=is_default_location(url))
-    study, created = create_or_load(cfg, storage, sampler=make(cfg.sampler, seed=cfg.study.seed))
+    study, created = create_or_load(cfg, storage, sampler=sampler)
     if not created:
         print(f"study {cfg.study.name!r} exists with the same experiment: continuing it",
               file=sys.stderr)
@@ -114,7 +115,7 @@ def cmd_resume(args: argparse.Namespace, cfg_name: str | None = None,
         cfg_name, url = file_cfg.study.name, args.storage or file_cfg.study.storage
     name = cfg_name or target
     url = url or _storage_for(name, args.storage)
-    storage = open_storage(url)
+    storage = open_storage(url, must_exist=True)
     _, cfg = load_existing(name, storage, url)
     study = optuna.load_study(study_name=name, storage=storage,
                               sampler=make(cfg.sampler, seed=cfg.study.seed))
@@ -127,7 +128,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
         if not args.storage:
             raise UsageError("inspect: give a study NAME or --storage URL to list its studies")
-        storage = open_storage(args.storage)
+        storage = open_storage(args.storage, must_exist=True)
         rows = [{"study": s.study_name,
                  "trials": len(storage.get_all_trials(s._study_id, deepcopy=False)),
                  "directions": [d.name.lower() for d in s.directions]}
@@ -172,6 +173,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     rows = export_study(study, cfg, args.out, fmt=args.format, storage_url=url,
                         test_accuracy=not args.no_test_accuracy, overwrite=args.overwrite)
     print(f"exported {len(rows)} Pareto design(s) of {args.name!r} to {args.out}")
+    missing = [r["folder"] for r in rows if r["test_accuracy"] is None]
+    if missing and not args.no_test_accuracy:
+        print(f"warning: no test accuracy for {', '.join(missing)} (weights missing or "
+              "unreadable; see test_accuracy_note in their metrics file)", file=sys.stderr)
     for r in rows:
         acc = "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"
         print(f"  {r['folder']}: val acc {r['accuracy']:.4f}, test acc {acc}, "
@@ -277,6 +282,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="codesign",
@@ -304,10 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     def run_opts(sp: Any) -> None:
         sp.add_argument("--storage", help="study storage URL (default: the YAML's "
                         "study.storage, else sqlite:///runs/<name>.db)")
-        sp.add_argument("--n-trials", type=int, help="finished trials to reach in total")
+        sp.add_argument("--n-trials", type=_positive, help="finished trials to reach in total")
         sp.add_argument("--ray-address", help="connect to a running Ray cluster (e.g. "
                         "auto or HOST:6379); default: start a local instance")
-        sp.add_argument("--workers", type=int, help="evaluations in flight at once")
+        sp.add_argument("--workers", type=_positive, help="evaluations in flight at once")
         sp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sp = add("run", cmd_run, "create a study from an experiment YAML and run it; prints the "
@@ -410,6 +425,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for line in lines:
                 print(f"error: {line}", file=sys.stderr)
             return 2
+        from codesign.errors import RunAborted
+
+        if isinstance(exc, RunAborted):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         if isinstance(exc, EvaluatorError):
             print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1

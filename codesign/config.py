@@ -247,6 +247,10 @@ def _nonneg(v: Any) -> str | None:
     return None if v >= 0 else "must be >= 0"
 
 
+def _seed(v: Any) -> str | None:
+    return None if 0 <= v < 2**32 else "must be in [0, 2**32 - 1]"
+
+
 def _fraction(v: Any) -> str | None:
     return None if 0 < v < 1 else "must be in (0, 1)"
 
@@ -287,7 +291,7 @@ def from_mapping(
                  "must be 1-64 letters, digits, '_', '.', '-' and start with a letter or digit")
     if "name" not in s.raw:
         problems.append(("study.name", "missing (the study's name, also its default file name)"))
-    seed = s.get("seed", _INT, 0, _nonneg)
+    seed = s.get("seed", _INT, 0, _seed)
     n_trials = s.get("n_trials", _INT, 20, _pos)
     storage = s.get("storage", _STR, None, None, nullable=True)
     artifacts = s.get("artifacts_dir", _STR, None, None, nullable=True)
@@ -298,7 +302,8 @@ def from_mapping(
         seed=seed,
         n_trials=n_trials,
         storage=storage or f"sqlite:///runs/{safe}.db",
-        artifacts_dir=artifacts or f"runs/{safe}-artifacts",
+        # absolute, so resume/export from another folder find the weights
+        artifacts_dir=os.path.abspath(artifacts or f"runs/{safe}-artifacts"),
     )
 
     # objectives / constraints ----------------------------------------------------------
@@ -360,7 +365,7 @@ def from_mapping(
         device=t.get("device", _STR, defaults.device,
                      lambda v: None if v in DEVICES else f"must be one of {list(DEVICES)}"),
         seed=seed,
-        split_seed=t.get("split_seed", _INT, defaults.split_seed, _nonneg),
+        split_seed=t.get("split_seed", _INT, defaults.split_seed, _seed),
         val_fraction=t.get("val_fraction", _FLOAT, defaults.val_fraction, _fraction),
         test_fraction=t.get("test_fraction", _FLOAT, defaults.test_fraction, _fraction),
     )

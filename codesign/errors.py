@@ -15,8 +15,8 @@ class StudyConflict(CodesignError):
     """A study of that name exists with a different experiment."""
 
 
-class RunAborted(CodesignError):
-    """The run stopped before reaching its target (too many failures)."""
+class RunAborted(Exception):
+    """The run stopped before reaching its target (too many failures): exit code 1."""
 
 
 class Interrupted(CodesignError):

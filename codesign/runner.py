@@ -76,7 +76,9 @@ def _alive(driver: str | None) -> bool:
     if not driver or ":" not in driver:
         return False
     host, pid = driver.rsplit(":", 1)
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+    if host != socket.gethostname():
+        return True  # another host's driver (a shared PostgreSQL study): never touch its trials
+    if not pid.isdigit() or int(pid) == os.getpid():
         return False
     try:
         os.kill(int(pid), 0)
@@ -193,6 +195,21 @@ def init_ray(address: str | None) -> None:
                             f"({str(e).splitlines()[0]})") from None
 
 
+def _check_resources(cfg: ExperimentConfig, *, local: bool) -> None:
+    """Refuse a per-trial request no node can ever meet (Ray would queue it forever)."""
+    import ray
+
+    have = ray.cluster_resources()
+    need = {"CPU": cfg.execution.cpus_per_trial, "GPU": cfg.execution.gpus_per_trial}
+    short = [f"{k.lower()}s_per_trial={v:g} but the {'machine' if local else 'cluster'} has "
+             f"{have.get(k, 0):g}" for k, v in need.items() if v > have.get(k, 0)]
+    if short:
+        msg = "execution: " + "; ".join(short) + " (no trial could ever be scheduled)"
+        if local:
+            raise CodesignError(msg)
+        log.warning("%s; waiting for the cluster to grow", msg)
+
+
 def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> RunSummary:
     """Run the driver loop until the study has ``opts.n_trials`` COMPLETE trials.
 
@@ -215,6 +232,7 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
         return RunSummary(complete, 0, requeued, 0, 0, 0.0)
 
     init_ray(opts.ray_address)
+    _check_resources(cfg, local=not opts.ray_address)
     from evaluators.evaluate import evaluate
 
     remote = ray.remote(evaluate).options(
@@ -298,7 +316,11 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
                     p = pending.pop(ref)
                     try:
                         result: EvalResult = ray.get(ref)
-                        _tell(study, cfg, p, result, artifacts, cache)
+                        state = _tell(study, cfg, p, result, artifacts, cache)
+                        if state != TrialState.COMPLETE:
+                            failed += 1
+                            release(p)
+                            continue
                         complete += 1
                         trained += result.training is not None
                         hits += result.cached
@@ -353,7 +375,7 @@ def _tell(
     result: EvalResult,
     artifacts: Path,
     cache: TrainingCache,
-) -> None:
+) -> TrialState:
     trial = p.trial
     attrs: dict[str, Any] = {
         "feasible": result.feasible,
@@ -385,8 +407,10 @@ def _tell(
         trial.set_user_attr(A + k, v)
     for name, value in result.constraints.items():
         trial.set_constraint(name, value)
-    study.tell(trial, objective_values(result, cfg.objectives))
-    cache.add({A + k: v for k, v in attrs.items()} | {A + "training_key": p.key})
+    told = study.tell(trial, objective_values(result, cfg.objectives))
+    if told.state == TrialState.COMPLETE:
+        cache.add({A + k: v for k, v in attrs.items()} | {A + "training_key": p.key})
+    return told.state
 
 
 def _progress(opts: RunOptions, name: str, initial: int) -> Any:

@@ -41,19 +41,30 @@ def _sqlite_path(url: str) -> Path | None:
     return None if rest in ("", ":memory:") else Path(rest)
 
 
-def open_storage(url: str, *, create_dirs: bool = False) -> optuna.storages.BaseStorage:
+def open_storage(
+    url: str, *, create_dirs: bool = False, must_exist: bool = False
+) -> optuna.storages.BaseStorage:
     """Open the storage at ``url``.
 
     Args:
         url: see the module docstring.
         create_dirs: create the parent folder of a SQLite or journal file (used for the
             default ``runs/`` folder); otherwise a missing folder is an error.
+        must_exist: the SQLite or journal file must already exist (commands that only read
+            or continue a study never create one).
 
     Raises:
         StorageError: one line saying what is wrong with the URL or the server.
     """
+    if url.startswith("sqlite:") and _sqlite_path(url) is None:
+        raise StorageError(f"{url}: an in-memory database would lose the study; give a file, "
+                           "e.g. sqlite:///runs/NAME.db")
     if url.startswith("journal:"):
         path = Path(url[len("journal:"):].removeprefix("//"))
+        if not str(path) or str(path) == ".":
+            raise StorageError(f"{url}: give a journal file, e.g. journal:runs/NAME.log")
+        if must_exist and not path.is_file():
+            raise StorageError(f"{url}: no such journal file")
         _check_parent(url, path, create_dirs)
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -70,6 +81,8 @@ def open_storage(url: str, *, create_dirs: bool = False) -> optuna.storages.Base
     sqlite = _sqlite_path(url)
     if sqlite is not None:
         created = not sqlite.exists()
+        if must_exist and created:
+            raise StorageError(f"{url}: no such database file")
         _check_parent(url, sqlite, create_dirs)
         engine_kwargs = {"connect_args": {"timeout": 30}}
     else:
@@ -154,7 +167,7 @@ def create_or_load(
             raise StudyConflict(
                 f"study {name!r} already exists in this storage with a different experiment "
                 f"(changed: {', '.join(changed) or 'unknown'}); choose a new study.name, or "
-                f"`codesign resume {name}` to continue it as it was"
+                f"`codesign resume {name} --storage URL` (the same storage) to continue it"
             )
         return study, False
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,

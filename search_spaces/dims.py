@@ -143,8 +143,14 @@ def parse_dim(raw: Any, spec: KeySpec, path: str, problems: list[tuple[str, str]
         if low > high:
             problems.append((path, f"low <= high must hold, but got (low={low}, high={high})"))
             return Fixed(spec.default)
-        if log and step is not None and step != 1:
+        if log and step is not None and (step != 1 or spec.kind == "float"):
             problems.append((path, "log and step cannot be combined"))
+        if spec.kind == "int" and spec.check is not None and high - low <= 100_000:
+            # keys with a discrete domain (bits, kernel sizes): every point must be allowed
+            bad = [v for v in range(int(low), int(high) + 1, int(step or 1)) if spec.check(v)]
+            if bad:
+                problems.append((path, f"the range holds values outside the domain: {bad[:8]} "
+                                 "(write the allowed values as a list)"))
         if log and low <= 0:
             problems.append((path, f"a log range needs low > 0, got low={low}"))
         if spec.kind == "int":

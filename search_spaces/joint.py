@@ -118,7 +118,13 @@ class JointSpace:
         """Raise :class:`SpaceError` unless ``params`` is a point of this space."""
         searched = self.distributions()
         problems = []
+        stages = params.get("net/stages", self.dims["net/stages"])
+        stages = stages.value if hasattr(stages, "value") else stages
         for name in searched:
+            inactive = name.startswith("net/s") and name[5].isdigit() and isinstance(
+                stages, int) and int(name[5:].split("/")[0]) >= stages
+            if name not in params and inactive:
+                continue  # a stage the design does not have
             if name not in params:
                 problems.append((name, "missing parameter"))
             elif not contains(self.dims[name], params[name]):
@@ -191,7 +197,7 @@ def build(
         SpaceError: with every problem found (dotted key paths under ``path``).
     """
     problems: list[tuple[str, str]] = []
-    space = space or {}
+    space = {} if space is None else space
     if not isinstance(space, Mapping):
         raise SpaceError([(path, f"expected a mapping, got {type(space).__name__}")])
     unknown = sorted(set(map(str, space)) - set(PARTS))
@@ -199,7 +205,8 @@ def build(
         problems.append((f"{path}.{key}", f"unknown key; known: {sorted(PARTS)}"))
     dims: dict[str, Dim] = {}
     for part, (prefix, keys) in PARTS.items():
-        raw = space.get(part) or {}
+        raw = space.get(part)
+        raw = {} if raw is None else raw
         if not isinstance(raw, Mapping):
             problems.append((f"{path}.{part}", f"expected a mapping, got {raw!r}"))
             raw = {}

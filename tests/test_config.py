@@ -102,6 +102,12 @@ BAD = [
     ("space.accelerator.dram_gbps", {"low": 0, "high": 4, "log": True},
      "space.accelerator.dram_gbps.low", "must be > 0"),
     ("execution.workers", 0, "execution.workers", "must be > 0"),
+    ("study.seed", 2**40, "study.seed", "2**32"),
+    ("space.compression.weight_bits", {"low": 4, "high": 16}, "space.compression.weight_bits",
+     "outside the domain"),
+    ("space.accelerator.glb_kib", {"low": 1.0, "high": 64.0, "log": True, "step": 1.0},
+     "space.accelerator.glb_kib", "log and step"),
+    ("space", [], "space", "expected a mapping"),
     ("execution.max_retries", True, "execution.max_retries", "expected int"),
     ("task.dataset", "mnist", "task.data_dir", "data_dir is required"),
 ]
@@ -183,7 +189,8 @@ def test_config_error_type() -> None:
 
 @pytest.mark.parametrize(
     "storage",
-    ["postgresql://nobody@127.0.0.1:1/nodb", "sqlite:///no/such/folder/x.db", "redis://x"],
+    ["postgresql://nobody@127.0.0.1:1/nodb", "sqlite:///no/such/folder/x.db", "redis://x",
+     "sqlite://", "sqlite:///:memory:", "journal:"],
 )
 def test_unreachable_storage(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                              monkeypatch: pytest.MonkeyPatch, storage: str) -> None:
@@ -206,3 +213,23 @@ def test_real_command_line_has_no_traceback(tmp_path: Path) -> None:
     )
     assert proc.stdout == ""
     assert sorted(os.listdir(tmp_path)) == ["exp.yaml"]
+
+
+@pytest.mark.parametrize("command", [["inspect", "typo"], ["resume", "typo"],
+                                     ["export", "typo", "--out", "x"],
+                                     ["plot", "typo", "--out", "p.png"]])
+def test_read_only_commands_create_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           command: list[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(command) == 2
+    assert "no such database file" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", ["--n-trials", "--workers"])
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_counts_must_be_positive(flag: str, value: str) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(QUICKSTART), flag, value])
+    assert e.value.code == 2

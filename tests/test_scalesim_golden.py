@@ -11,8 +11,7 @@ at the end pin down the exact relation for those cases, so they pass):
   then adds a partial last window that reads past the input. With SCALE-Sim's ``E`` (and
   ``F``), our formula gives SCALE-Sim's count exactly.
 * Depthwise. SCALE-Sim runs a ``DP`` layer as ``C`` separate one-channel layers, each counted
-  as (its cycles - 1); a grouped ``ConvLayer`` counts the ``G`` GEMMs back to back with one
-  ``- 1``: ours = SCALE-Sim's sum + (G - 1).
+  as (its cycles - 1); a grouped ``ConvLayer`` is counted the same way, so these match exactly.
 """
 
 from __future__ import annotations
@@ -109,14 +108,6 @@ def _params() -> list[Any]:
                     f"= {case['scalesim_ofmap_hw']}; ConvLayer uses (H-R)//s+1 (PyTorch)",
                 )
             )
-        elif case.get("scalesim_layers", 1) > 1:
-            marks.append(
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="SCALE-Sim counts a depthwise layer as C one-channel layers, each "
-                    "'- 1'; ours counts the C GEMMs back to back: ours = sum + (C - 1)",
-                )
-            )
         out.append(pytest.param(case, id=case["id"], marks=marks))
     return out
 
@@ -164,14 +155,14 @@ def test_with_scalesim_ofmap_rule_cycles_match(case: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("case", DEPTHWISE_CASES)
-def test_depthwise_is_scalesim_sum_plus_groups_minus_one(case: dict[str, Any]) -> None:
-    """SCALE-Sim: G layers of (cycles - 1) each; ours: one grouped layer, one '- 1'."""
+def test_depthwise_is_scalesim_sum_of_one_channel_layers(case: dict[str, Any]) -> None:
+    """SCALE-Sim: G layers of (cycles - 1) each; ours: one grouped layer counted the same."""
     g = case["scalesim_layers"]
     layer = _layer(case)
     assert layer.groups == g
     cost = evaluate_layer(layer, _acc(case))
     assert case["compute_cycles"] == g * case["compute_cycles_per_layer"]
-    assert cost.compute_cycles == case["compute_cycles"] + (g - 1)
+    assert cost.compute_cycles == case["compute_cycles"]
     # And one channel alone is an ordinary single-channel conv that matches exactly.
     one = ConvLayer(
         name="one_channel",

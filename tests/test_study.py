@@ -71,11 +71,16 @@ def test_requeue_stale_running_trials(url: str) -> None:
     cfg = load(QUICKSTART)
     storage = open_storage(url)
     study, _ = create_or_load(cfg, storage, sampler=make(cfg.sampler, seed=0))
-    dead = study.ask(cfg.space.distributions())
-    dead.set_user_attr("codesign.driver", "some-host-that-is-gone:1")
-    alive = study.ask(cfg.space.distributions())
     import os
     import socket
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer runs: the driver of `dead` crashed
+    dead = study.ask(cfg.space.distributions())
+    dead.set_user_attr("codesign.driver", f"{socket.gethostname()}:{gone.pid}")
+    remote = study.ask(cfg.space.distributions())  # another host's live driver (PostgreSQL)
+    remote.set_user_attr("codesign.driver", "another-host:4242")
+    alive = study.ask(cfg.space.distributions())
 
     # a live driver on this host: the parent of this process (pytest's launcher or shell)
     alive.set_user_attr("codesign.driver", f"{socket.gethostname()}:{os.getppid()}")
@@ -83,6 +88,7 @@ def test_requeue_stale_running_trials(url: str) -> None:
     t = study.trials[dead.number]
     assert t.state == TrialState.FAIL and "re-queued" in t.user_attrs["codesign.fail_reason"]
     assert study.trials[alive.number].state == TrialState.RUNNING
+    assert study.trials[remote.number].state == TrialState.RUNNING
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == t.params
     assert waiting[0].user_attrs["codesign.requeued_from"] == dead.number

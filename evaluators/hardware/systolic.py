@@ -393,7 +393,7 @@ class SystolicModel(HardwareModel):
         # SCALE-Sim 3.0.0 stall-free cycles: per fold, WS/IS preload the stationary operand
         # (rows cycles), then fill (rows + cols), stream T, drain; OS has no preload.
         per_fold = (rows if df == "os" else 2 * rows) + cols + t - 2
-        compute = groups * folds * per_fold - 1
+        compute = groups * (folds * per_fold - 1)  # SCALE-Sim runs groups as separate layers
         hidden = 0
         if df != "os" and acc.double_buffered and acc.rf_bytes * 8 >= 2 * stat_bits:
             # the next fold's preload overlaps this fold

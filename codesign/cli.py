@@ -92,6 +92,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                           url=args.storage or cfg.study.storage)
     url = args.storage or cfg.study.storage
     sampler = make(cfg.sampler, seed=cfg.study.seed)  # before any file is created
+    if not (args.ray_address or cfg.execution.ray_address):
+        from codesign.runner import precheck_local
+
+        precheck_local(cfg)
     storage = open_storage(url, create_dirs=is_default_location(url))
     study, created = create_or_load(cfg, storage, sampler=sampler)
     if not created:

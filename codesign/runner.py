@@ -210,6 +210,22 @@ def _check_resources(cfg: ExperimentConfig, *, local: bool) -> None:
         log.warning("%s; waiting for the cluster to grow", msg)
 
 
+def precheck_local(cfg: ExperimentConfig) -> None:
+    """Before anything is created: can this machine ever run one trial of ``cfg``?"""
+    cpus = os.cpu_count() or 1
+    if cfg.execution.cpus_per_trial > cpus:
+        raise CodesignError(f"execution: cpus_per_trial={cfg.execution.cpus_per_trial:g} but "
+                            f"this machine has {cpus} CPUs (no trial could ever be scheduled)")
+    if cfg.execution.gpus_per_trial > 0:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if cfg.execution.gpus_per_trial > gpus:
+            raise CodesignError(f"execution: gpus_per_trial={cfg.execution.gpus_per_trial:g} "
+                                f"but this machine has {gpus} GPUs (no trial could ever be "
+                                "scheduled)")
+
+
 def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> RunSummary:
     """Run the driver loop until the study has ``opts.n_trials`` COMPLETE trials.
 

@@ -233,3 +233,17 @@ def test_counts_must_be_positive(flag: str, value: str) -> None:
     with pytest.raises(SystemExit) as e:
         main(["run", str(QUICKSTART), flag, value])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize(("key", "value"), [("gpus_per_trial", 64), ("cpus_per_trial", 4096)])
+def test_unschedulable_trials_refused_before_anything_is_created(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        key: str, value: int) -> None:
+    d = base()
+    d["execution"][key] = value
+    exp = write(tmp_path, d)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(exp), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"execution: {key}=" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml"]

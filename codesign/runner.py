@@ -31,7 +31,13 @@ from optuna.trial import TrialState
 
 from codesign.config import ExperimentConfig
 from codesign.errors import CodesignError, Interrupted, RunAborted
-from evaluators.specs import DesignPoint, EvalResult, EvaluatorError, InfeasibleDesign
+from evaluators.specs import (
+    DesignPoint,
+    EvalResult,
+    EvaluatorError,
+    InfeasibleDesign,
+    TrainingFailed,
+)
 
 log = logging.getLogger(__name__)
 A = "codesign."
@@ -210,6 +216,16 @@ def _check_resources(cfg: ExperimentConfig, *, local: bool) -> None:
         log.warning("%s; waiting for the cluster to grow", msg)
 
 
+def _within_budgets(design: DesignPoint, cfg: ExperimentConfig) -> bool:
+    """Whether the design meets every budget (the hardware model alone, milliseconds)."""
+    from evaluators.evaluate import constraint_values, price
+
+    try:
+        return all(v <= 0 for v in constraint_values(price(design), cfg.budgets).values())
+    except EvaluatorError:
+        return True
+
+
 def precheck_local(cfg: ExperimentConfig) -> None:
     """Before anything is created: can this machine ever run one trial of ``cfg``?"""
     cpus = os.cpu_count() or 1
@@ -259,6 +275,7 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
     # A trial whose network is being trained right now by another trial waits for that
     # training instead of training the same network twice.
     training_now: set[str] = set()
+    diverged: dict[str, str] = {}  # training key -> where and why its training failed
     deferred: dict[str, list[_Pending]] = {}
     failed = trained = hits = 0
     max_failures = max(10, 2 * opts.n_trials)
@@ -270,6 +287,11 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
         pending[ref] = p
 
     def start(p: _Pending) -> None:
+        if p.cached is None and p.key in diverged and _within_budgets(p.design, cfg):
+            # training this network failed deterministically before: do not train it again
+            # (an over-budget design is still dispatched: it is priced, never trained)
+            fail(p, f"not trained: the same network failed in {diverged[p.key]}")
+            return
         if p.cached is None:
             if p.key in training_now:
                 deferred.setdefault(p.key, []).append(p)
@@ -326,6 +348,11 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
                     start(_Pending(trial, design, key, hit[0] if hit else None, 0,
                                    time.perf_counter()))
                 if not pending:
+                    if failed > max_failures and complete < opts.n_trials:
+                        raise RunAborted(
+                            f"stopped after {failed} failed trials (last: {last_failure}); "
+                            "see `codesign inspect` for the reasons"
+                        )
                     break
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 for ref in done:
@@ -343,11 +370,14 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
                         if bar is not None:
                             bar.update(1)
                     except ray.exceptions.RayTaskError as e:
-                        cause = e.as_instanceof_cause()
+                        # the original exception (its message, not Ray's traceback text)
+                        cause = e.cause if isinstance(e.cause, BaseException) else e
                         if isinstance(cause, InfeasibleDesign):
                             fail(p, f"unmappable: {cause}", TrialState.PRUNED)
                         elif isinstance(cause, EvaluatorError):  # deterministic: no retry
                             fail(p, f"{type(cause).__name__}: {cause}")
+                            if isinstance(cause, TrainingFailed):
+                                diverged[p.key] = f"trial {p.trial.number} ({cause})"
                         elif retry(p):
                             continue
                         else:
@@ -360,11 +390,6 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
                 if bar is not None:
                     bar.set_postfix(running=len(pending), failed=failed, cached=hits,
                                     refresh=False)
-                if failed > max_failures and not pending:
-                    raise RunAborted(
-                        f"stopped after {failed} failed trials (last: {last_failure}); "
-                        "see `codesign inspect` for the reasons"
-                    )
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)

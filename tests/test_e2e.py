@@ -266,3 +266,20 @@ def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
         assert done[number] == values
     for t in study.get_trials(states=(TrialState.FAIL,)):
         assert t.user_attrs["codesign.fail_reason"].startswith("interrupted")
+
+
+def test_diverging_network_is_trained_once_then_run_aborts(tmp_path: Path) -> None:
+    """A network whose loss becomes NaN fails with the reason, is not retrained by later
+    trials, and a run that can only fail stops with exit code 1 instead of looping."""
+    exp = experiment("nan", 3, task={"lr": 1.0e12, "epochs": 1})
+    exp["space"]["network"] = {"stages": 1, "depth": 1, "width": 8, "kernel": 3}
+    exp["space"]["compression"] = {"weight_bits": 32, "activation_bits": 32, "prune_ratio": 0.0}
+    exp["constraints"] = {}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    proc = codesign("run", "exp.yaml", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "stopped after" in proc.stderr and "Traceback" not in proc.stderr
+    failed = load(tmp_path, "nan").get_trials(states=(TrialState.FAIL,))
+    reasons = [t.user_attrs["codesign.fail_reason"] for t in failed]
+    assert sum(r.startswith("TrainingFailed: loss became") for r in reasons) == 1
+    assert sum(r.startswith("not trained: the same network failed") for r in reasons) >= 10

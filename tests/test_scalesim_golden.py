@@ -175,3 +175,21 @@ def test_depthwise_is_scalesim_sum_of_one_channel_layers(case: dict[str, Any]) -
         stride=layer.stride,
     )
     assert evaluate_layer(one, _acc(case)).compute_cycles == case["compute_cycles_per_layer"]
+
+
+def test_csv_reader_follows_scalesim_dp_convention(tmp_path: Any) -> None:
+    """A 'DP' row read from a SCALE-Sim topology CSV is the same grouped layer as above."""
+    from evaluators.hardware import read_layers_csv
+
+    case = DEPTHWISE_CASES[0].values[0]
+    row = case["layer"]
+    csv_path = tmp_path / "dp.csv"
+    csv_path.write_text(
+        "Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
+        "Num Filter, Strides,\n"
+        + ", ".join(str(row[k]) for k in ("Layer name", "IFMAP Height", "IFMAP Width",
+                                          "Filter Height", "Filter Width", "Channels",
+                                          "Num Filter", "Strides")) + ",\n")
+    (layer,) = read_layers_csv(csv_path)
+    assert layer == _layer(case)
+    assert evaluate_layer(layer, _acc(case)).compute_cycles == case["compute_cycles"]

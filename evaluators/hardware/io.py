@@ -113,6 +113,9 @@ def read_layers_csv(path: str | os.PathLike[str]) -> list[ConvLayer]:
             raise InputError(
                 p, f"row {line}: {names[4]}", f"filter width {fw} exceeds ifmap width {iw}"
             )
+        # SCALE-Sim's convention: a layer whose name contains "DP" is depthwise, "Num Filter"
+        # filters per channel; it is a grouped conv with groups = channels.
+        groups = ch if "DP" in name else 1
         layers.append(
             ConvLayer(
                 name=name,
@@ -121,8 +124,9 @@ def read_layers_csv(path: str | os.PathLike[str]) -> list[ConvLayer]:
                 filter_h=fh,
                 filter_w=fw,
                 channels=ch,
-                num_filters=nf,
+                num_filters=nf * groups,
                 stride=stride,
+                groups=groups,
             )
         )
     if not layers:

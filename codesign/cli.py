@@ -88,8 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load(args.experiment)
     if args.resume:
-        return cmd_resume(args, cfg_name=cfg.study.name,
-                          url=args.storage or cfg.study.storage)
+        return _resume(cfg.study.name, args.storage or cfg.study.storage, args)
     url = args.storage or cfg.study.storage
     sampler = make(cfg.sampler, seed=cfg.study.seed)  # before any file is created
     if not (args.ray_address or cfg.execution.ray_address):
@@ -104,25 +103,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run(cfg, study, url, args)
 
 
-def cmd_resume(args: argparse.Namespace, cfg_name: str | None = None,
-               url: str | None = None) -> int:
-    import optuna
-
-    from codesign.samplers import make
-    from codesign.study import load_existing, open_storage
-
-    target = args.experiment if cfg_name is None else cfg_name
-    if cfg_name is None and target.endswith((".yaml", ".yml")):
+def cmd_resume(args: argparse.Namespace) -> int:
+    target = args.experiment
+    if target.endswith((".yaml", ".yml")):
         from codesign.config import load
 
         file_cfg = load(target)
-        cfg_name, url = file_cfg.study.name, args.storage or file_cfg.study.storage
-    name = cfg_name or target
-    url = url or _storage_for(name, args.storage)
-    storage = open_storage(url, must_exist=True)
-    _, cfg = load_existing(name, storage, url)
-    study = optuna.load_study(study_name=name, storage=storage,
-                              sampler=make(cfg.sampler, seed=cfg.study.seed))
+        return _resume(file_cfg.study.name, args.storage or file_cfg.study.storage, args)
+    return _resume(target, _storage_for(target, args.storage), args)
+
+
+def _resume(name: str, url: str, args: argparse.Namespace) -> int:
+    """Continue the stored study ``name``, exactly as its stored experiment says."""
+    from codesign.samplers import make
+
+    study, cfg, url = _open_named(name, url)
+    study.sampler = make(cfg.sampler, seed=cfg.study.seed)
     return _run(cfg, study, url, args)
 
 
@@ -198,6 +194,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _print_hw(report: Any, as_json: bool) -> None:
+    from codesign.report import text_table
+
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
@@ -206,10 +204,7 @@ def _print_hw(report: Any, as_json: bool) -> None:
     rows = [c.to_dict() for c in report.layers] + [report.total.to_dict()]
     cells = [[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols]
              for r in rows]
-    widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
-    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
-    for row in cells:
-        print("  ".join(x.rjust(w) for x, w in zip(row, widths)))
+    print("\n".join(text_table(cols, cells)))
     print(f"area {report.area_mm2:.4g} mm2, average power {report.power_w:.4g} W, energy "
           f"{report.energy_mj:.4g} mJ, latency {report.latency_ms:.4g} ms")
 

@@ -8,7 +8,6 @@ Loading has no side effects: nothing is created on disk.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -21,6 +20,7 @@ import yaml
 from evaluators.specs import DATASETS, DEVICES, Budgets, TaskSpec, stable_hash
 from search_spaces import JointSpace, SpaceError
 from search_spaces import build as build_space
+from search_spaces.dims import at_least, between, in_set, positive, type_ok
 
 SCHEMA_VERSION = 1
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -39,31 +39,30 @@ CONSTRAINTS = ("area_mm2", "power_w", "latency_ms")
 _INT, _FLOAT, _BOOL, _STR = "int", "float", "bool", "str"
 SAMPLERS: dict[str, dict[str, tuple[str, Callable[[Any], str | None] | None]]] = {
     "nsga2": {
-        "population_size": (_INT, lambda v: None if v >= 2 else "must be >= 2"),
-        "mutation_prob": (_FLOAT, lambda v: None if 0 <= v <= 1 else "must be in [0, 1]"),
-        "crossover_prob": (_FLOAT, lambda v: None if 0 <= v <= 1 else "must be in [0, 1]"),
-        "swapping_prob": (_FLOAT, lambda v: None if 0 <= v <= 1 else "must be in [0, 1]"),
+        "population_size": (_INT, at_least(2)),
+        "mutation_prob": (_FLOAT, between(0, 1)),
+        "crossover_prob": (_FLOAT, between(0, 1)),
+        "swapping_prob": (_FLOAT, between(0, 1)),
     },
     "nsga3": {
-        "population_size": (_INT, lambda v: None if v >= 2 else "must be >= 2"),
-        "dividing_parameter": (_INT, lambda v: None if v >= 1 else "must be >= 1"),
-        "mutation_prob": (_FLOAT, lambda v: None if 0 <= v <= 1 else "must be in [0, 1]"),
-        "crossover_prob": (_FLOAT, lambda v: None if 0 <= v <= 1 else "must be in [0, 1]"),
+        "population_size": (_INT, at_least(2)),
+        "dividing_parameter": (_INT, at_least(1)),
+        "mutation_prob": (_FLOAT, between(0, 1)),
+        "crossover_prob": (_FLOAT, between(0, 1)),
     },
     "tpe": {
-        "n_startup_trials": (_INT, lambda v: None if v >= 0 else "must be >= 0"),
-        "n_ei_candidates": (_INT, lambda v: None if v >= 1 else "must be >= 1"),
+        "n_startup_trials": (_INT, at_least(0)),
+        "n_ei_candidates": (_INT, at_least(1)),
         "multivariate": (_BOOL, None),
         "constant_liar": (_BOOL, None),
     },
     "gp": {
-        "n_startup_trials": (_INT, lambda v: None if v >= 0 else "must be >= 0"),
+        "n_startup_trials": (_INT, at_least(0)),
         "deterministic_objective": (_BOOL, None),
     },
     "random": {},
     "qmc": {
-        "qmc_type": (_STR, lambda v: None if v in ("sobol", "halton") else
-                     "must be sobol or halton"),
+        "qmc_type": (_STR, in_set(("sobol", "halton"))),
         "scramble": (_BOOL, None),
     },
 }
@@ -215,13 +214,7 @@ class _Section:
         where = f"{self.path}.{key}"
         if v is None and nullable:
             return None
-        ok = {
-            _INT: isinstance(v, int) and not isinstance(v, bool),
-            _FLOAT: isinstance(v, (int, float)) and not isinstance(v, bool)
-            and math.isfinite(v),
-            _BOOL: isinstance(v, bool),
-            _STR: isinstance(v, str),
-        }[kind]
+        ok = type_ok(kind, v)
         if not ok:
             self.problems.append((where, f"expected {kind}, got {v!r} ({type(v).__name__})"))
             return default
@@ -239,12 +232,8 @@ class _Section:
             )
 
 
-def _pos(v: Any) -> str | None:
-    return None if v > 0 else "must be > 0"
-
-
-def _nonneg(v: Any) -> str | None:
-    return None if v >= 0 else "must be >= 0"
+_pos = positive
+_nonneg = at_least(0)
 
 
 def _seed(v: Any) -> str | None:

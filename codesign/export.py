@@ -29,10 +29,9 @@ import yaml
 from codesign.config import ExperimentConfig
 from codesign.errors import CodesignError
 from codesign.report import metrics, pareto_trials
-from codesign.study import ATTR_PROVENANCE
+from codesign.study import ATTR_PROVENANCE, A
 from evaluators.specs import DesignPoint
 
-A = "codesign."
 FORMATS = ("yaml", "json", "csv")
 
 

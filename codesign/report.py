@@ -16,9 +16,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from codesign.config import OBJECTIVES, ExperimentConfig
-from codesign.study import ATTR_PROVENANCE, counts_by_state
+from codesign.study import ATTR_PROVENANCE, A, counts_by_state
 
-A = "codesign."
 JSON_SCHEMA_VERSION = 1
 
 
@@ -196,10 +195,15 @@ def pareto_table(study: optuna.Study, cfg: ExperimentConfig, *, limit: int = 30)
         rows.append({"trial": t.number, **metrics(t), **design_summary(t)})
     cols += [c for c in rows[0] if c not in cols]
     cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     lines = [f"Pareto set: {len(trials)} design(s)" + (f", first {limit}" if
                                                         len(trials) > limit else "")]
-    lines.append("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
+    return "\n".join(lines + text_table(cols, cells, rule=True))
+
+
+def text_table(cols: list[str], cells: list[list[str]], *, rule: bool = False) -> list[str]:
+    """Right-aligned text columns under a header (and a ``----`` rule when asked)."""
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
+    if rule:
+        lines.append("  ".join("-" * w for w in widths))
+    return lines + ["  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in cells]

@@ -31,6 +31,7 @@ from optuna.trial import TrialState
 
 from codesign.config import ExperimentConfig
 from codesign.errors import CodesignError, Interrupted, RunAborted
+from codesign.study import A
 from evaluators.specs import (
     DesignPoint,
     EvalResult,
@@ -40,7 +41,6 @@ from evaluators.specs import (
 )
 
 log = logging.getLogger(__name__)
-A = "codesign."
 
 
 @dataclass(frozen=True)
@@ -141,9 +141,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def objective_values(result: EvalResult, objectives: tuple[str, ...]) -> list[float]:
-    hw = result.hardware
-    table = {"accuracy": result.accuracy, "latency_ms": hw.latency_ms,
-             "energy_mj": hw.energy_mj, "area_mm2": hw.area_mm2, "power_w": hw.power_w}
+    table = {"accuracy": result.accuracy, **result.hardware.metrics()}
     return [float(table[o]) for o in objectives]
 
 

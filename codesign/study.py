@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 from codesign.config import ExperimentConfig, from_mapping
 from codesign.errors import StorageError, StudyConflict
 
+A = "codesign."  # prefix of every study and trial user attribute codesign writes
 ATTR_EXPERIMENT = "codesign.experiment"
 ATTR_FINGERPRINT = "codesign.fingerprint"
 ATTR_PROVENANCE = "codesign.provenance"

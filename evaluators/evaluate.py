@@ -26,8 +26,7 @@ def price(design: DesignPoint) -> HardwareReport:
 
 def constraint_values(report: HardwareReport, budgets: Budgets) -> dict[str, float]:
     """``(value - budget) / budget`` for every set budget: feasible iff all are <= 0."""
-    values = {"area_mm2": report.area_mm2, "power_w": report.power_w,
-              "latency_ms": report.latency_ms}
+    values = report.metrics()
     out = {}
     for name, budget in budgets.to_dict().items():
         if budget is not None:

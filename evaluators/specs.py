@@ -345,6 +345,11 @@ class HardwareReport:
     def energy_mj(self) -> float:
         return self.total.energy_pj * 1e-9
 
+    def metrics(self) -> dict[str, float]:
+        """The network-level figures objectives and budgets are named after."""
+        return {"latency_ms": self.latency_ms, "energy_mj": self.energy_mj,
+                "area_mm2": self.area_mm2, "power_w": self.power_w}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "layers": [c.to_dict() for c in self.layers],

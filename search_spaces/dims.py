@@ -81,7 +81,8 @@ class KeySpec:
     doc: str = ""
 
 
-def _type_ok(kind: str, v: Any) -> bool:
+def type_ok(kind: str, v: Any) -> bool:
+    """Whether ``v`` is a YAML value of ``kind`` (no bool for numbers, finite floats)."""
     if kind == "bool":
         return isinstance(v, bool)
     if isinstance(v, bool):
@@ -96,7 +97,7 @@ def _type_ok(kind: str, v: Any) -> bool:
 
 
 def _check_value(spec: KeySpec, v: Any, path: str, problems: list[tuple[str, str]]) -> bool:
-    if not _type_ok(spec.kind, v):
+    if not type_ok(spec.kind, v):
         problems.append((path, f"expected {spec.kind}, got {v!r} ({type(v).__name__})"))
         return False
     if spec.check is not None:
@@ -136,7 +137,7 @@ def parse_dim(raw: Any, spec: KeySpec, path: str, problems: list[tuple[str, str]
         _check_value(spec, high, f"{path}.high", problems)
         if not isinstance(log, bool):
             problems.append((f"{path}.log", f"expected true or false, got {log!r}"))
-        if step is not None and (not _type_ok(spec.kind, step) or step <= 0):
+        if step is not None and (not type_ok(spec.kind, step) or step <= 0):
             problems.append((f"{path}.step", f"expected a positive {spec.kind}, got {step!r}"))
         if len(problems) > n:
             return Fixed(spec.default)

@@ -91,10 +91,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _resume(cfg.study.name, args.storage or cfg.study.storage, args)
     url = args.storage or cfg.study.storage
     sampler = make(cfg.sampler, seed=cfg.study.seed)  # before any file is created
-    if not (args.ray_address or cfg.execution.ray_address):
-        from codesign.runner import precheck_local
+    from codesign.runner import precheck
 
-        precheck_local(cfg)
+    precheck(cfg, local=not (args.ray_address or cfg.execution.ray_address))
     storage = open_storage(url, create_dirs=is_default_location(url))
     study, created = create_or_load(cfg, storage, sampler=sampler)
     if not created:
@@ -161,7 +160,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     c = doc["cache"]
     print(f"training cache: {c['trainings']} trainings, {c['hits']} hits "
           f"(hit rate {c['hit_rate']:.0%}), {c['infeasible_not_trained']} infeasible designs "
-          "not trained")
+          f"not trained, {c['warm_started']} trainings warm-started")
     print(pareto_table(study, cfg))
     return 0
 
@@ -215,12 +214,16 @@ def cmd_hw(args: argparse.Namespace) -> int:
     acc = load_accelerator_yaml(args.accelerator)
     if (args.layers is None) == (args.network is None):
         raise UsageError("hw: give exactly one of --layers CSV or --network NET.yaml")
-    layers = read_layers_csv(args.layers) if args.layers else _network_layers(args.network)
+    if args.layers and args.deploy_input is not None:
+        raise UsageError("hw: --deploy-input applies to --network only (a layers CSV has its "
+                         "own shapes)")
+    layers = (read_layers_csv(args.layers) if args.layers
+              else _network_layers(args.network, args.deploy_input))
     _print_hw(evaluate_network(layers, acc), args.json)
     return 0
 
 
-def _network_layers(path: str) -> list[Any]:
+def _network_layers(path: str, deploy_input: int | None = None) -> list[Any]:
     """The workload of a network spec file (``network.yaml``/``.json`` as ``export`` writes)."""
     from codesign.config import read_yaml
     from evaluators.specs import NetworkSpec, SpecError
@@ -231,7 +234,7 @@ def _network_layers(path: str) -> list[Any]:
         raise UsageError(f"{path}: (top level): expected a network spec mapping")
     try:
         spec = NetworkSpec.from_dict(raw)
-        return list(extract_layers(spec))
+        return list(extract_layers(spec, deploy_input))
     except (TypeError, KeyError, SpecError) as e:
         raise UsageError(f"{path}: network: not a valid network spec ({e})") from None
 
@@ -363,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--accelerator", required=True, help="accelerator YAML")
     sp.add_argument("--layers", help="layers CSV (SCALE-Sim topology format)")
     sp.add_argument("--network", help="a network spec (network.yaml from `codesign export`)")
+    sp.add_argument("--deploy-input", type=_positive, metavar="PIXELS",
+                    help="with --network: the square input resolution it is deployed at "
+                    "(default: its training resolution)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = add("evaluate", cmd_evaluate, "evaluate one design of an experiment's space outside "

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from evaluators.specs import DATASETS, DEVICES, Budgets, TaskSpec, stable_hash
+from evaluators.specs import DATASETS, DEVICES, WARM_STARTS, Budgets, TaskSpec, stable_hash
 from search_spaces import JointSpace, SpaceError
 from search_spaces import build as build_space
 from search_spaces.dims import at_least, between, in_set, positive, type_ok
@@ -343,6 +343,18 @@ def from_mapping(
         problems.append(("task.steps", "give either epochs or steps, not both"))
     if epochs is None and steps is None:
         epochs = defaults.epochs
+    warm = t.get("warm_start", _STR, defaults.warm_start, in_set(WARM_STARTS))
+    checkpoint = t.get("warm_start_checkpoint", _STR, None, None, nullable=True)
+    if warm == "checkpoint" and checkpoint is None:
+        problems.append(("task.warm_start_checkpoint",
+                         "missing (warm_start: checkpoint needs a state dict file)"))
+    elif checkpoint is not None and warm != "checkpoint":
+        problems.append(("task.warm_start_checkpoint",
+                         f"only used with warm_start: checkpoint (warm_start is {warm!r})"))
+    elif checkpoint is not None:
+        checkpoint = os.path.abspath(checkpoint)  # resume may run from another folder
+        if not os.path.isfile(checkpoint):
+            problems.append(("task.warm_start_checkpoint", f"file not found: {checkpoint}"))
     task = TaskSpec(
         dataset=dataset,
         data_dir=data_dir,
@@ -357,6 +369,9 @@ def from_mapping(
         split_seed=t.get("split_seed", _INT, defaults.split_seed, _seed),
         val_fraction=t.get("val_fraction", _FLOAT, defaults.val_fraction, _fraction),
         test_fraction=t.get("test_fraction", _FLOAT, defaults.test_fraction, _fraction),
+        deploy_input=t.get("deploy_input", _INT, None, _pos, nullable=True),
+        warm_start=warm,
+        warm_start_checkpoint=checkpoint,
     )
     if task.val_fraction + task.test_fraction >= 0.9:
         problems.append(("task.test_fraction", "val_fraction + test_fraction must be < 0.9, "

@@ -41,14 +41,15 @@ def _dump(data: Any, fmt: str) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def scalesim_topology(design: DesignPoint) -> str:
-    """The network's workload as a SCALE-Sim topology CSV (padding folded into the ifmap)."""
+def scalesim_topology(design: DesignPoint, deploy_input: int | None = None) -> str:
+    """The network's workload (at the deployment resolution) as a SCALE-Sim topology CSV
+    (padding folded into the ifmap)."""
     from evaluators.training import extract_layers
 
     buf = io.StringIO()
     buf.write("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
               "Num Filter, Strides,\n")
-    for layer in extract_layers(design.network):
+    for layer in extract_layers(design.network, deploy_input):
         h = layer.ifmap_h + 2 * layer.padding
         w = layer.ifmap_w + 2 * layer.padding
         buf.write(f"{layer.name}, {h}, {w}, {layer.filter_h}, {layer.filter_w}, "
@@ -130,7 +131,7 @@ def _export_one(
     folder.mkdir()
     (folder / f"network.{fmt}").write_text(_dump(design.network.to_dict(), fmt))
     (folder / f"accelerator.{fmt}").write_text(_dump(design.accelerator.to_dict(), fmt))
-    (folder / "layers.csv").write_text(scalesim_topology(design))
+    (folder / "layers.csv").write_text(scalesim_topology(design, cfg.task.deploy_input))
     (folder / "layer_costs.csv").write_text(_layer_costs_csv(t.user_attrs.get(A + "layers", [])))
     weights = t.user_attrs.get(A + "weights")
     test_acc, test_note = None, None

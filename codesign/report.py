@@ -25,6 +25,17 @@ def feasible(t: FrozenTrial) -> bool:
     return t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())
 
 
+def _bits(net: dict[str, Any], key: str) -> str:
+    """``"8"``, or per stage ``"8/4/4"`` (mixed precision); ``f8``/``l8``: first/last layer."""
+    per = [s.get(key) or net[key] for s in net["stages"]]
+    text = str(per[0]) if len(set(per)) == 1 else "/".join(map(str, per))
+    if key == "weight_bits":
+        for tag in ("first", "last"):
+            if net.get(f"{tag}_layer_bits") is not None:
+                text += f" {tag[0]}{net[f'{tag}_layer_bits']}"
+    return text
+
+
 def design_summary(t: FrozenTrial) -> dict[str, Any]:
     """The design parameters of a trial as short, printable fields."""
     d = t.user_attrs.get(A + "design")
@@ -39,9 +50,10 @@ def design_summary(t: FrozenTrial) -> dict[str, Any]:
     return {
         "family": net["family"],
         "stages": stages,
-        "w_bits": net["weight_bits"],
-        "a_bits": net["activation_bits"],
+        "w_bits": _bits(net, "weight_bits"),
+        "a_bits": _bits(net, "activation_bits"),
         "prune": net["prune_ratio"],
+        "rank": net.get("rank_ratio", 1.0),
         "array": f"{hw['pe_rows']}x{hw['pe_cols']}",
         "dataflow": hw["dataflow"],
         "glb_kib": hw["glb_kib"],
@@ -122,9 +134,10 @@ def cache_stats(study: optuna.Study) -> dict[str, Any]:
     trained = sum(1 for t in done if t.user_attrs.get(A + "trained"))
     hits = sum(1 for t in done if t.user_attrs.get(A + "cached"))
     skipped = sum(1 for t in done if t.user_attrs.get(A + "feasible") is False)
+    warm = sum(1 for t in done if t.user_attrs.get(A + "warm_from"))
     needing = trained + hits
     return {"trainings": trained, "hits": hits, "infeasible_not_trained": skipped,
-            "hit_rate": hits / needing if needing else 0.0}
+            "hit_rate": hits / needing if needing else 0.0, "warm_started": warm}
 
 
 def summary(study: optuna.Study, cfg: ExperimentConfig, storage_url: str) -> dict[str, Any]:

@@ -8,13 +8,15 @@ stops cleanly on Ctrl-C / SIGTERM: finished trials stay, in-flight ones are told
 Trial user attributes written here (all prefixed ``codesign.``): ``design`` (the decoded
 :class:`DesignPoint`), ``training_key``, ``hw`` (network totals), ``layers`` (per-layer costs),
 ``feasible``, ``infeasible_reason``, ``trained``, ``cached``, ``train_seconds``,
-``hw_seconds``, ``weights`` (path of the trained weights), ``driver``, ``attempts``,
-``fail_reason``, ``requeued_from``.
+``hw_seconds``, ``weights`` (path of the trained weights), ``warm_from`` and
+``warm_tensors`` (warm start: the source's training key or ``checkpoint``, tensors loaded),
+``driver``, ``attempts``, ``fail_reason``, ``requeued_from``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
@@ -71,6 +73,7 @@ class _Pending:
     cached: float | None
     attempt: int
     started: float
+    warm_from: str | None = None  # training key (or "checkpoint") its weights started from
 
 
 def _driver_id() -> str:
@@ -131,6 +134,83 @@ class TrainingCache:
 
     def get(self, key: str) -> tuple[float, str | None] | None:
         return self._entries.get(key)
+
+
+class WarmStarts:
+    """Chooses the warm-start weights of each training (``task.warm_start``).
+
+    ``closest``: among the networks this study has trained (weights on disk), the one whose
+    trained state dict shares the most weight elements with the new network's fresh module,
+    tensor by tensor, by name and shape (ties: the higher validation accuracy, then the
+    earlier training). ``checkpoint``: the file ``task.warm_start_checkpoint`` for every
+    training. ``none``: nothing.
+
+    Lifecycle: one per driver session; built from the study's finished trials, told each new
+    training with :meth:`add`, asked with :meth:`pick` before a training is dispatched. What
+    ``closest`` picks depends on which trainings have finished at that moment, so with more
+    than one worker it can differ between two runs of the same study.
+    """
+
+    def __init__(self, study: optuna.Study, cfg: ExperimentConfig) -> None:
+        self.mode = cfg.task.warm_start
+        self._sources: list[tuple[str, dict[str, tuple[int, ...]], float, str]] = []
+        self._checkpoint: bytes | None = None
+        if self.mode == "checkpoint":
+            self._checkpoint = _read_checkpoint(cfg.task.warm_start_checkpoint or "")
+        if self.mode == "closest":
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                self.add(t.user_attrs)
+
+    def add(self, attrs: dict[str, Any]) -> None:
+        """Record a finished training (trial user attributes, ``codesign.``-prefixed)."""
+        if self.mode != "closest" or not attrs.get(A + "trained"):
+            return
+        path, design, key = attrs.get(A + "weights"), attrs.get(A + "design"), \
+            attrs.get(A + "training_key")
+        if not (path and design and key) or any(k == key for k, *_ in self._sources):
+            return
+        from evaluators.training.model import state_shapes
+
+        net = DesignPoint.from_dict(design).network
+        self._sources.append((key, state_shapes(net), float(attrs.get(A + "accuracy", 0)),
+                              path))
+
+    def pick(self, network: Any) -> tuple[bytes | None, str | None]:
+        """(weights bytes, where they come from) for training ``network``, or (None, None)."""
+        if self.mode == "checkpoint":
+            return self._checkpoint, "checkpoint"
+        if self.mode != "closest" or not self._sources:
+            return None, None
+        from evaluators.training.model import state_shapes
+
+        target = state_shapes(network, factorized=False)  # training starts dense
+
+        def shared(shapes: dict[str, tuple[int, ...]]) -> int:
+            return sum(math.prod(s) for k, s in shapes.items() if target.get(k) == s)
+
+        scored = [(shared(shapes), acc, -i, key, path)
+                  for i, (key, shapes, acc, path) in enumerate(self._sources)]
+        best = max(scored)
+        if best[0] == 0:
+            return None, None
+        try:
+            return Path(best[4]).read_bytes(), best[3]
+        except OSError as e:
+            log.warning("warm start: cannot read %s (%s); training from scratch", best[4], e)
+            return None, None
+
+
+def _read_checkpoint(path: str) -> bytes:
+    """The warm-start checkpoint's bytes, checked to be a state dict (nothing in it runs)."""
+    from evaluators.specs import SpecError
+    from evaluators.training.loop import _load_state
+
+    try:
+        data = Path(path).read_bytes()
+        _load_state(data, "the file")
+    except (OSError, SpecError) as e:
+        raise CodesignError(f"task.warm_start_checkpoint: {path}: {e}") from None
+    return data
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -219,13 +299,19 @@ def _within_budgets(design: DesignPoint, cfg: ExperimentConfig) -> bool:
     from evaluators.evaluate import constraint_values, price
 
     try:
-        return all(v <= 0 for v in constraint_values(price(design), cfg.budgets).values())
+        report = price(design, cfg.task.deploy_input)
+        return all(v <= 0 for v in constraint_values(report, cfg.budgets).values())
     except EvaluatorError:
         return True
 
 
-def precheck_local(cfg: ExperimentConfig) -> None:
-    """Before anything is created: can this machine ever run one trial of ``cfg``?"""
+def precheck(cfg: ExperimentConfig, *, local: bool) -> None:
+    """Before anything is created: is the warm-start checkpoint (if any) a readable state
+    dict, and (``local``) can this machine ever run one trial of ``cfg``?"""
+    if cfg.task.warm_start == "checkpoint":
+        _read_checkpoint(cfg.task.warm_start_checkpoint or "")
+    if not local:
+        return
     cpus = os.cpu_count() or 1
     if cfg.execution.cpus_per_trial > cpus:
         raise CodesignError(f"execution: cpus_per_trial={cfg.execution.cpus_per_trial:g} but "
@@ -252,6 +338,7 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
     t_start = time.perf_counter()
     requeued = requeue_stale(study)
     cache = TrainingCache(study)
+    warm = WarmStarts(study, cfg)
     space = cfg.space
     dists = space.distributions()
     threads = max(1, int(cfg.execution.cpus_per_trial))
@@ -281,7 +368,9 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
     bar = _progress(opts, study.study_name, complete)
 
     def dispatch(p: _Pending) -> None:
-        ref = remote.remote(p.design, task, cfg.budgets, cached_accuracy=p.cached)
+        init, p.warm_from = warm.pick(p.design.network) if p.cached is None else (None, None)
+        ref = remote.remote(p.design, task, cfg.budgets, cached_accuracy=p.cached,
+                            init_state=init)
         pending[ref] = p
 
     def start(p: _Pending) -> None:
@@ -357,7 +446,7 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
                     p = pending.pop(ref)
                     try:
                         result: EvalResult = ray.get(ref)
-                        state = _tell(study, cfg, p, result, artifacts, cache)
+                        state = _tell(study, cfg, p, result, artifacts, cache, warm)
                         if state != TrialState.COMPLETE:
                             failed += 1
                             release(p)
@@ -414,6 +503,7 @@ def _tell(
     result: EvalResult,
     artifacts: Path,
     cache: TrainingCache,
+    warm: WarmStarts,
 ) -> TrialState:
     trial = p.trial
     attrs: dict[str, Any] = {
@@ -434,6 +524,9 @@ def _tell(
         attrs["train_steps"] = tr.steps
         attrs["train_loss"] = tr.train_loss
         attrs["device"] = tr.device
+        if p.warm_from is not None:
+            attrs["warm_from"] = p.warm_from
+            attrs["warm_tensors"] = tr.warm_started_tensors
         if tr.state_dict:
             path = artifacts / "weights" / f"{result.training_key}.pt"
             if not path.exists():
@@ -448,7 +541,10 @@ def _tell(
         trial.set_constraint(name, value)
     told = study.tell(trial, objective_values(result, cfg.objectives))
     if told.state == TrialState.COMPLETE:
-        cache.add({A + k: v for k, v in attrs.items()} | {A + "training_key": p.key})
+        done = {A + k: v for k, v in attrs.items()} | {A + "training_key": p.key,
+                                                        A + "design": p.design.to_dict()}
+        cache.add(done)
+        warm.add(done)
     return told.state
 
 

@@ -12,8 +12,12 @@ import time
 from evaluators.specs import Budgets, DesignPoint, EvalResult, HardwareReport, TaskSpec
 
 
-def price(design: DesignPoint) -> HardwareReport:
+def price(design: DesignPoint, deploy_input: int | None = None) -> HardwareReport:
     """The hardware model alone: the design's network as a workload on its accelerator.
+
+    Args:
+        deploy_input: the deployment resolution (``TaskSpec.deploy_input``; ``None``: the
+            training resolution).
 
     Raises:
         InfeasibleDesign: the accelerator cannot run some layer at all.
@@ -21,7 +25,7 @@ def price(design: DesignPoint) -> HardwareReport:
     from evaluators.hardware import evaluate_network
     from evaluators.training import extract_layers
 
-    return evaluate_network(extract_layers(design.network), design.accelerator)
+    return evaluate_network(extract_layers(design.network, deploy_input), design.accelerator)
 
 
 def constraint_values(report: HardwareReport, budgets: Budgets) -> dict[str, float]:
@@ -40,6 +44,7 @@ def evaluate(
     budgets: Budgets,
     *,
     cached_accuracy: float | None = None,
+    init_state: bytes | None = None,
 ) -> EvalResult:
     """Price ``design`` on its accelerator, then train its network unless that is pointless.
 
@@ -49,13 +54,15 @@ def evaluate(
         budgets: area/power/latency budgets; a design over any of them is not trained.
         cached_accuracy: the validation accuracy of the same network trained earlier in this
             study (the driver's training cache); when given, training is skipped.
+        init_state: warm-start weights for training (``torch.save`` bytes of a state dict),
+            chosen by the driver (``task.warm_start``).
 
     Raises:
         InfeasibleDesign: the accelerator cannot run the workload at all.
         TrainingFailed: training diverged or could not run.
     """
     t0 = time.perf_counter()
-    report = price(design)
+    report = price(design, task.deploy_input)
     hw_seconds = time.perf_counter() - t0
     constraints = constraint_values(report, budgets)
     violated = [k for k, v in constraints.items() if v > 0]
@@ -71,5 +78,5 @@ def evaluate(
         return EvalResult(feasible=True, accuracy=cached_accuracy, cached=True, **common)
     from evaluators.training import train
 
-    training = train(design.network, task)
+    training = train(design.network, task, init_state)
     return EvalResult(feasible=True, accuracy=training.val_accuracy, training=training, **common)

@@ -24,6 +24,8 @@ FAMILIES = ("plain_cnn", "resnet", "mobilenetv2")
 PRUNE_MODES = ("unstructured", "structured", "nm")
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISION_MODES = ("network", "stage")
+WARM_STARTS = ("none", "closest", "checkpoint")
 
 
 class EvaluatorError(Exception):
@@ -90,6 +92,9 @@ class StageSpec:
     ``evaluators.training.model``): conv-BN-ReLU (``plain_cnn``), a basic residual block
     (``resnet``), or an inverted residual with ``expansion`` x wider depthwise stage
     (``mobilenetv2``; ``expansion`` is 1 for the other families).
+
+    ``weight_bits`` / ``activation_bits``: this stage's precision (mixed precision per stage);
+    ``None`` means the network's ``weight_bits`` / ``activation_bits``.
     """
 
     depth: int
@@ -97,6 +102,8 @@ class StageSpec:
     kernel_size: int
     stride: int
     expansion: int = 1
+    weight_bits: int | None = None
+    activation_bits: int | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,13 @@ class NetworkSpec:
             internal channels; the hardware sees the physically smaller layers) or ``nm``
             (N:4 fine-grained sparsity, ``N = 4 - round(4 * ratio)``; 2:4 at ratio 0.5; the
             hardware sees density ``N / 4``).
+        rank_ratio: low-rank factorization, the fraction of each layer's rank kept (1 = off).
+            A k x k conv becomes a Tucker-2 chain 1x1 -> k x k core -> 1x1 with ranks
+            ``round(ratio * in_channels)`` and ``round(ratio * out_channels)``; a 1x1 conv or
+            the classifier becomes two SVD factors of rank ``round(ratio * min(in, out))``.
+            A layer is factorized only where that stores fewer weights; depthwise convs never.
+        first_layer_bits / last_layer_bits: weight bits of the first conv / of the classifier
+            (``None``: the bits of their stage). The first layer reads the 8-bit image.
     """
 
     family: str
@@ -128,6 +142,15 @@ class NetworkSpec:
     activation_bits: int = 8
     prune_ratio: float = 0.0
     prune_mode: str = "unstructured"
+    rank_ratio: float = 1.0
+    first_layer_bits: int | None = None
+    last_layer_bits: int | None = None
+
+    def stage_bits(self, i: int) -> tuple[int, int]:
+        """(weight bits, activation bits) of stage ``i``."""
+        st = self.stages[i]
+        return (self.weight_bits if st.weight_bits is None else st.weight_bits,
+                self.activation_bits if st.activation_bits is None else st.activation_bits)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
@@ -146,6 +169,15 @@ class TaskSpec:
     Exactly one of ``epochs`` / ``steps`` is set. ``device`` is ``auto`` (CUDA when present),
     ``cpu`` or ``cuda``. The train/validation/test split is drawn with ``split_seed`` so every
     trial of a study sees the same split; ``seed`` seeds initialization and batch order.
+
+    ``deploy_input``: the square input resolution the network is deployed at, which sets the
+    hardware workload's layer shapes (``None``: the training resolution). It does not change
+    the trained weights (global pooling makes the classifier resolution-independent).
+
+    ``warm_start``: ``none`` (fresh initialization), ``closest`` (initialize from the trained
+    network of the study that shares the most weight elements by tensor name and shape) or
+    ``checkpoint`` (from the state dict file ``warm_start_checkpoint``; tensors that match by
+    name and shape are loaded, the rest keep their fresh initialization).
     """
 
     dataset: str = "digits"
@@ -161,6 +193,9 @@ class TaskSpec:
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     num_threads: int = 1
+    deploy_input: int | None = None
+    warm_start: str = "none"
+    warm_start_checkpoint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
@@ -389,6 +424,7 @@ class DesignPoint:
         t = task.to_dict()
         t.pop("num_threads")  # does not change results
         t.pop("device")
+        t.pop("deploy_input")  # sets the hardware workload, not the weights
         return stable_hash({"network": self.network.to_dict(), "task": t})
 
     def to_dict(self) -> dict[str, Any]:
@@ -416,6 +452,7 @@ class TrainingReport:
     train_seconds: float
     device: str
     state_dict: bytes = b""
+    warm_started_tensors: int = 0
 
 
 @dataclass(frozen=True)

@@ -73,12 +73,14 @@ class KeySpec:
             written as in YAML).
         check: returns a message when a single value is outside the domain, else ``None``.
         doc: one line for ``experiments/README.md`` and error messages.
+        nullable: ``null`` (``None``) is also a value of the key (e.g. "same as the others").
     """
 
     kind: str
     default: Any
     check: Callable[[Any], str | None] | None = None
     doc: str = ""
+    nullable: bool = False
 
 
 def type_ok(kind: str, v: Any) -> bool:
@@ -97,6 +99,8 @@ def type_ok(kind: str, v: Any) -> bool:
 
 
 def _check_value(spec: KeySpec, v: Any, path: str, problems: list[tuple[str, str]]) -> bool:
+    if v is None and spec.nullable:
+        return True
     if not type_ok(spec.kind, v):
         problems.append((path, f"expected {spec.kind}, got {v!r} ({type(v).__name__})"))
         return False

@@ -8,12 +8,15 @@ function of its input.
 
 Parameter names: ``net/stages``, ``net/s{i}/depth``, ``net/s{i}/width``,
 ``net/s{i}/kernel`` (one set per possible stage; a stage beyond ``net/stages`` is ignored),
-``cmp/weight_bits``, ``cmp/activation_bits``, ``cmp/prune_ratio``, ``hw/<key>``.
-Fixed values never become Optuna parameters.
+``cmp/weight_bits``, ``cmp/activation_bits``, ``cmp/prune_ratio``, ..., ``hw/<key>``. With
+``compression.precision: stage`` the bits are searched per stage instead, as
+``cmp/s{i}/weight_bits`` and ``cmp/s{i}/activation_bits`` over the domains written for
+``weight_bits`` / ``activation_bits``. Fixed values never become Optuna parameters.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +25,7 @@ from evaluators.specs import (
     DATAFLOWS,
     DRAM_TYPES,
     FAMILIES,
+    PRECISION_MODES,
     PRUNE_MODES,
     TEMPLATES,
     AcceleratorSpec,
@@ -69,7 +73,23 @@ COMPRESSION_KEYS: dict[str, KeySpec] = {
     "prune_mode": KeySpec(
         "str", "unstructured", in_set(PRUNE_MODES), "unstructured | structured | nm"
     ),
+    "rank_ratio": KeySpec(
+        "float", 1.0, lambda v: None if 0 < v <= 1 else "must be in (0, 1]",
+        "low-rank factorization: fraction of each layer's rank kept (1 = off)",
+    ),
+    "precision": KeySpec(
+        "str", "network", in_set(PRECISION_MODES),
+        "network: one weight/activation bitwidth; stage: searched per stage",
+    ),
+    "first_layer_bits": KeySpec(
+        "int", None, in_set(BITS), "weight bits of the first conv (null: its stage's)", True
+    ),
+    "last_layer_bits": KeySpec(
+        "int", None, in_set(BITS), "weight bits of the classifier (null: its stage's)", True
+    ),
 }
+STAGE_BITS = ("weight_bits", "activation_bits")
+_STAGE_PARAM = re.compile(r"^(net|cmp)/s(\d+)/")
 
 ACCELERATOR_KEYS: dict[str, KeySpec] = {
     "template": KeySpec("str", "systolic", in_set(TEMPLATES), "accelerator template"),
@@ -121,8 +141,8 @@ class JointSpace:
         stages = params.get("net/stages", self.dims["net/stages"])
         stages = stages.value if hasattr(stages, "value") else stages
         for name in searched:
-            inactive = name.startswith("net/s") and name[5].isdigit() and isinstance(
-                stages, int) and int(name[5:].split("/")[0]) >= stages
+            m = _STAGE_PARAM.match(name)
+            inactive = m is not None and isinstance(stages, int) and int(m.group(2)) >= stages
             if name not in params and inactive:
                 continue  # a stage the design does not have
             if name not in params:
@@ -141,6 +161,15 @@ class JointSpace:
         """Sampled parameters (+ fixed values) -> a typed :class:`DesignPoint`."""
         v = {**self.fixed(), **params}
         inverted = v["net/family"] == "mobilenetv2"
+        n_stages = int(v["net/stages"])
+        if v["cmp/precision"] == "stage":
+            # canonical form (the training cache compares networks): the network's bits are
+            # stage 0's, and a stage's own bits are set only where they differ
+            w = [int(v[f"cmp/s{i}/weight_bits"]) for i in range(n_stages)]
+            a = [int(v[f"cmp/s{i}/activation_bits"]) for i in range(n_stages)]
+        else:
+            w = [int(v["cmp/weight_bits"])] * n_stages
+            a = [int(v["cmp/activation_bits"])] * n_stages
         stages = tuple(
             StageSpec(
                 depth=int(v[f"net/s{i}/depth"]),
@@ -150,19 +179,26 @@ class JointSpace:
                 # only inverted residuals have an expansion: keep the others canonical so the
                 # training cache sees equal networks as equal
                 expansion=int(v[f"net/s{i}/expansion"]) if inverted else 1,
+                weight_bits=None if w[i] == w[0] else w[i],
+                activation_bits=None if a[i] == a[0] else a[i],
             )
-            for i in range(int(v["net/stages"]))
+            for i in range(n_stages)
         )
+        first, last = v["cmp/first_layer_bits"], v["cmp/last_layer_bits"]
         network = NetworkSpec(
             family=v["net/family"],
             in_channels=self.in_channels,
             input_hw=self.input_hw,
             num_classes=self.num_classes,
             stages=stages,
-            weight_bits=int(v["cmp/weight_bits"]),
-            activation_bits=int(v["cmp/activation_bits"]),
+            weight_bits=w[0],
+            activation_bits=a[0],
             prune_ratio=round(float(v["cmp/prune_ratio"]), 6),
             prune_mode=v["cmp/prune_mode"],
+            rank_ratio=round(float(v["cmp/rank_ratio"]), 6),
+            # an override equal to the layer's own bits is no override (canonical form)
+            first_layer_bits=None if first is None or int(first) == w[0] else int(first),
+            last_layer_bits=None if last is None or int(last) == w[-1] else int(last),
         )
         hw = {key: v[f"hw/{key}"] for key in ACCELERATOR_KEYS}
         for key in ("glb_kib", "dram_gbps", "freq_mhz"):
@@ -175,8 +211,8 @@ class JointSpace:
         for part, (prefix, keys) in PARTS.items():
             sec: dict[str, Any] = {}
             for key in keys:
-                if prefix == "net" and key in PER_STAGE:
-                    sec[key] = to_yaml(self.dims[f"net/s0/{key}"])
+                if prefix == "net" and key in PER_STAGE or f"{prefix}/{key}" not in self.dims:
+                    sec[key] = to_yaml(self.dims[f"{prefix}/s0/{key}"])
                 else:
                     sec[key] = to_yaml(self.dims[f"{prefix}/{key}"])
             out[part] = sec
@@ -224,6 +260,13 @@ def build(
         for i in range(max_stages, MAX_STAGES):
             for key in PER_STAGE:
                 del dims[f"net/s{i}/{key}"]
+        modes = extremes(dims["cmp/precision"])
+        if "stage" in modes:
+            for key in STAGE_BITS:
+                for i in range(max_stages):
+                    dims[f"cmp/s{i}/{key}"] = dims[f"cmp/{key}"]
+                if "network" not in modes:  # the network-wide bits would be sampled unused
+                    del dims[f"cmp/{key}"]
         _cross_rules(dims, path, problems)
     if problems:
         raise SpaceError(problems)
@@ -235,7 +278,9 @@ def _cross_rules(dims: dict[str, Dim], path: str, problems: list[tuple[str, str]
     # The register file must hold one stationary word for every sampled bitwidth; a
     # dataflow-specific check (psums are 32 bit under os) is done by the hardware model.
     min_rf = min(extremes(dims["hw/rf_bytes"]))
-    max_wbits = max(b for b in extremes(dims["cmp/weight_bits"]))
+    bits_dims = [d for n, d in dims.items() if n.startswith("cmp/") and n.endswith(
+        ("weight_bits", "first_layer_bits", "last_layer_bits"))]
+    max_wbits = max(b for d in bits_dims for b in extremes(d) if b is not None)
     if min_rf * 8 < min(max_wbits, 32):
         problems.append((
             f"{path}.accelerator.rf_bytes",

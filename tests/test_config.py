@@ -110,6 +110,18 @@ BAD = [
     ("space", [], "space", "expected a mapping"),
     ("execution.max_retries", True, "execution.max_retries", "expected int"),
     ("task.dataset", "mnist", "task.data_dir", "data_dir is required"),
+    ("task.deploy_input", 0, "task.deploy_input", "must be > 0"),
+    ("task.deploy_input", 32.5, "task.deploy_input", "expected int"),
+    ("task.warm_start", "nearest", "task.warm_start", "must be one of"),
+    ("task.warm_start", "checkpoint", "task.warm_start_checkpoint", "missing"),
+    ("task.warm_start_checkpoint", "w.pt", "task.warm_start_checkpoint", "only used with"),
+    ("space.compression.rank_ratio", 0, "space.compression.rank_ratio", "(0, 1]"),
+    ("space.compression.rank_ratio", [0.5, 1.5], "space.compression.rank_ratio[1]", "(0, 1]"),
+    ("space.compression.precision", "layer", "space.compression.precision", "must be one of"),
+    ("space.compression.first_layer_bits", 9, "space.compression.first_layer_bits",
+     "must be one of"),
+    ("space.compression.last_layer_bits", [None, "8"], "space.compression.last_layer_bits[1]",
+     "expected int"),
 ]
 
 
@@ -233,6 +245,23 @@ def test_counts_must_be_positive(flag: str, value: str) -> None:
     with pytest.raises(SystemExit) as e:
         main(["run", str(QUICKSTART), flag, value])
     assert e.value.code == 2
+
+
+def test_warm_start_checkpoint_must_exist_and_be_a_state_dict(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = base()
+    d["task"].update(warm_start="checkpoint", warm_start_checkpoint="missing.pt")
+    exp = write(tmp_path, d)
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", str(exp)]) == 2
+    assert "task.warm_start_checkpoint: file not found" in capsys.readouterr().err
+    (tmp_path / "missing.pt").write_bytes(b"\x80\x04not a torch file")
+    assert main(["run", str(exp), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "task.warm_start_checkpoint" in err[0], err
+    assert "not a readable torch state dict" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml", "missing.pt"]
 
 
 @pytest.mark.parametrize(("key", "value"), [("gpus_per_trial", 64), ("cpus_per_trial", 4096)])

@@ -56,12 +56,21 @@ def load(cwd: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/runs/{name}.db")
 
 
+def small_experiment() -> dict:
+    """The shared small study also exercises warm start, per-stage precision, low-rank
+    factorization and a deployment resolution that differs from the training one."""
+    exp = experiment("small", 8)
+    exp["task"].update(warm_start="closest", deploy_input=16)
+    exp["space"]["compression"].update(precision=["network", "stage"], rank_ratio=[0.5, 1.0])
+    return exp
+
+
 @pytest.fixture(scope="module")
 def small_study(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, subprocess.CompletedProcess]:
     cwd = tmp_path_factory.mktemp("e2e")
-    (cwd / "exp.yaml").write_text(yaml.safe_dump(experiment("small", 8)))
+    (cwd / "exp.yaml").write_text(yaml.safe_dump(small_experiment()))
     proc = codesign("run", "exp.yaml", cwd=cwd)
     return cwd, proc
 
@@ -91,6 +100,24 @@ def test_run_finishes_with_pareto_table(small_study: tuple[Path, subprocess.Comp
     for t in trained:
         assert Path(cwd, t.user_attrs["codesign.weights"]).is_file()
         assert "area_mm2" in t.constraints
+
+
+def test_warm_start_and_deploy_resolution(small_study: tuple[Path, subprocess.CompletedProcess]
+                                          ) -> None:
+    cwd, _ = small_study
+    done = load(cwd, "small").get_trials(states=(TrialState.COMPLETE,))
+    trained = [t for t in done if t.user_attrs["codesign.trained"]]
+    warm = [t for t in trained if t.user_attrs.get("codesign.warm_from")]
+    keys = {t.user_attrs["codesign.training_key"] for t in trained}
+    # the first trainings start cold (nothing trained yet); later ones from a trained network
+    assert len(warm) < len(trained) and warm
+    assert all(t.user_attrs["codesign.warm_tensors"] > 0 for t in warm)
+    assert all(t.user_attrs["codesign.warm_from"] in keys for t in warm)
+    for t in done:  # the hardware saw the deployment resolution (16), not digits' 8
+        first = t.user_attrs["codesign.layers"][0]
+        assert first["name"] in ("s0b0", "s0b0_in") and first["macs"] % (16 * 16) == 0
+    doc = json.loads(codesign("inspect", "small", "--json", cwd=cwd).stdout)
+    assert doc["cache"]["warm_started"] == len(warm)
 
 
 def test_inspect_json(small_study: tuple[Path, subprocess.CompletedProcess]) -> None:
@@ -128,14 +155,18 @@ def test_export_yaml_and_csv(small_study: tuple[Path, subprocess.CompletedProces
         with open(folder / "layers.csv") as fh:
             rows = list(csv.reader(fh))
         assert rows[0][0] == "Layer name" and len(rows) >= 3
+        assert int(rows[1][1]) == 16 + 2 * (int(rows[1][3]) // 2)  # deploy_input, padded
     # an exported network goes straight into the hardware model alone
     first = out / index["designs"][0]["folder"]
     hw = codesign("hw", "--accelerator", str(ROOT / "experiments/accelerators/edge_systolic.yaml"),
-                  "--network", str(first / "network.yaml"), "--json", cwd=cwd)
+                  "--network", str(first / "network.yaml"), "--deploy-input", "16", "--json",
+                  cwd=cwd)
     assert hw.returncode == 0, hw.stderr
-    names = [row["name"] for row in json.loads(hw.stdout)["layers"]]
+    rows = json.loads(hw.stdout)["layers"]
     with open(first / "layers.csv") as fh:
-        assert names == [row[0] for row in list(csv.reader(fh))[1:]]
+        assert [r["name"] for r in rows] == [row[0] for row in list(csv.reader(fh))[1:]]
+    with open(first / "layer_costs.csv") as fh:
+        assert [r["macs"] for r in rows] == [int(r["macs"]) for r in csv.DictReader(fh)]
     again = codesign("export", "small", "--out", "exports/small", cwd=cwd)
     assert again.returncode == 2 and "--overwrite" in again.stderr
     as_csv = codesign("export", "small", "--out", "exports/csv", "--format", "csv",
@@ -166,7 +197,7 @@ def test_named_commands_on_missing_study(small_study: tuple[Path, subprocess.Com
 def test_run_refuses_changed_experiment(small_study: tuple[Path, subprocess.CompletedProcess]
                                         ) -> None:
     cwd, _ = small_study
-    exp = experiment("small", 8)
+    exp = small_experiment()
     exp["space"]["accelerator"]["pe_rows"] = [4, 8]
     (cwd / "changed.yaml").write_text(yaml.safe_dump(exp))
     before = len(load(cwd, "small").trials)

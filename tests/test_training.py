@@ -76,7 +76,7 @@ def test_evaluate_accuracy_matches(trained_8bit: TrainingReport) -> None:
     with pytest.raises(SpecError, match="does not fit"):
         evaluate_accuracy(small_net(stages=(StageSpec(1, 8, 3, 1),)), task,
                           trained_8bit.state_dict)
-    with pytest.raises(SpecError, match="does not fit"):
+    with pytest.raises(SpecError, match="not a readable torch state dict"):
         evaluate_accuracy(small_net(), task, b"not a checkpoint")
 
 
@@ -268,21 +268,35 @@ def count_with_hooks(model: nn.Module, in_channels: int, hw: int) -> list[tuple[
                      StageSpec(2, 24, 3, 1, 3)), weight_bits=4, activation_bits=4),
         NetworkSpec("plain_cnn", 3, 32, 10, (StageSpec(1, 12, 5, 1), StageSpec(1, 20, 3, 2)),
                     weight_bits=32, activation_bits=32),
+        # low-rank factorization on (Tucker-2 k x k, SVD 1x1 and classifier), with pruning
+        NetworkSpec("plain_cnn", 3, 16, 10, (StageSpec(1, 16, 3, 1), StageSpec(2, 32, 5, 2)),
+                    prune_ratio=0.3, rank_ratio=0.5),
+        NetworkSpec("resnet", 1, 8, 10, (StageSpec(2, 16, 3, 1), StageSpec(1, 32, 3, 2)),
+                    prune_ratio=0.5, prune_mode="nm", rank_ratio=0.25),
+        NetworkSpec("mobilenetv2", 3, 16, 100,
+                    (StageSpec(1, 16, 3, 1, 4), StageSpec(2, 24, 3, 2, 6)), rank_ratio=0.4),
     ],
 )
 def test_extract_layers_matches_module(spec: NetworkSpec) -> None:
     layers = extract_layers(spec)
     expected = count_with_hooks(build_model(spec), spec.in_channels, spec.input_hw)
     assert [(layer.macs, layer.weight_count) for layer in layers] == expected
-    assert layers[-1].name == "fc" and layers[-1].ifmap_h == layers[-1].filter_h == 1
+    assert layers[-1].name in ("fc", "fc_v") and layers[-1].ifmap_h == layers[-1].filter_h == 1
     assert layers[-1].num_filters == spec.num_classes
     assert layers[0].input_bits == 8
-    assert all(layer.input_bits == spec.activation_bits for layer in layers[1:])
+    assert all(layer.input_bits == spec.activation_bits for layer in layers[1:]
+               if not layer.name.startswith("fc_v"))
     assert all(layer.weight_bits == spec.weight_bits for layer in layers)
-    assert all(layer.weight_density == pytest.approx(1 - spec.prune_ratio) for layer in layers)
-    convs = layers[:-1]
+    if spec.prune_mode == "unstructured":
+        assert all(layer.weight_density == pytest.approx(1 - spec.prune_ratio)
+                   for layer in layers)
+    if spec.rank_ratio < 1:  # factors are separate layers and fewer weights than the dense net
+        assert any(layer.name.endswith(("_core", "_u")) for layer in layers)
+        dense = extract_layers(dataclasses.replace(spec, rank_ratio=1.0))
+        assert sum(x.weight_count for x in layers) < sum(x.weight_count for x in dense)
+    convs = [layer for layer in layers if not layer.name.startswith("fc")]
     assert all(layer.padding == layer.filter_h // 2 for layer in convs)
-    if spec.family == "plain_cnn":
+    if spec.family == "plain_cnn" and spec.rank_ratio == 1:
         assert sum(s.depth for s in spec.stages) == len(convs)
         for prev, nxt in zip(convs, convs[1:]):  # shapes chain
             assert (nxt.ifmap_h, nxt.channels) == (prev.ofmap_h, prev.num_filters)

@@ -6,9 +6,14 @@ full passes over the training split, the last incomplete batch of each pass drop
 1. ``torch.manual_seed(task.seed)``; build the model; a separate ``torch.Generator`` seeded
    with ``task.seed`` draws the batch order (and CIFAR augmentation), so runs are repeatable.
 2. Steps ``0 .. T//2 - 1``: dense training (with weight/activation fake quantization).
-3. At step ``T//2`` (only if ``prune_ratio > 0``): unstructured L1-magnitude pruning of every
-   conv and linear layer, once, at ``prune_ratio`` (``torch.nn.utils.prune.l1_unstructured``).
-4. Steps ``T//2 .. T-1``: fine-tuning with the masks in place.
+   With warm start, tensors of the given state dict that match the model's by name and shape
+   are loaded before step 0.
+3. At step ``T//2``, first (only if ``rank_ratio < 1``) low-rank factorization: the layers
+   ``rank_ratio`` selects are replaced by truncated-SVD / Tucker-2 factors of their trained
+   weights (``model.factorize``) and the optimizer is rebuilt for them (the learning-rate
+   schedule goes on where it was); then (only if ``prune_ratio > 0``) pruning, once, as
+   ``prune_mode`` says (``model.apply_pruning``: ``torch.nn.utils.prune`` masks).
+4. Steps ``T//2 .. T-1``: fine-tuning of the factors with the masks in place.
 5. ``prune.remove``: the returned state dict holds plain weights with exact zeros.
 
 Optimizer: SGD with Nesterov momentum 0.9 (lr ``task.lr``, L2 weight decay ``task.weight_decay``
@@ -41,9 +46,15 @@ from evaluators.specs import (
     TrainingReport,
 )
 from evaluators.training.datasets import Splits, dataset_info, load_splits
-from evaluators.training.model import apply_pruning, build_model, remove_pruning, validate_spec
+from evaluators.training.model import (
+    apply_pruning,
+    build_model,
+    factorize,
+    remove_pruning,
+    validate_spec,
+)
 
-__all__ = ["evaluate_accuracy", "resolve_device", "train"]
+__all__ = ["evaluate_accuracy", "resolve_device", "train", "warm_start"]
 
 _WARMUP_FRACTION = 0.05
 _EVAL_BATCH = 1024
@@ -114,7 +125,7 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[object]
     return contextlib.nullcontext()
 
 
-def _make_optimizer(model: nn.Module, task: TaskSpec, total_steps: int
+def _make_optimizer(model: nn.Module, task: TaskSpec, total_steps: int, start_step: int = 0
                     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     decay, no_decay = [], []
     for module in model.modules():
@@ -127,7 +138,8 @@ def _make_optimizer(model: nn.Module, task: TaskSpec, total_steps: int
         lr=task.lr, momentum=0.9, nesterov=True)
     warmup = max(1, round(_WARMUP_FRACTION * total_steps))
 
-    def factor(step: int) -> float:
+    def factor(local_step: int) -> float:
+        step = local_step + start_step
         if step < warmup:
             return (step + 1) / warmup
         progress = (step - warmup) / max(1, total_steps - warmup)
@@ -169,12 +181,49 @@ def _state_bytes(model: nn.Module) -> bytes:
     return buf.getvalue()
 
 
-def train(spec: NetworkSpec, task: TaskSpec) -> TrainingReport:
+def _load_state(data: bytes, what: str) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # malformed bytes, or a pickle that is not plain tensors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpecError(f"{what} is not a readable torch state dict ({first})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # a common checkpoint wrapper
+    if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise SpecError(f"{what} is not a state dict (a mapping of names to tensors)")
+    return state
+
+
+def warm_start(model: nn.Module, data: bytes) -> int:
+    """Load the tensors of ``data`` (``torch.save`` bytes of a state dict) that match tensors
+    of ``model`` by name and shape; the others keep their initialization.
+
+    Returns:
+        The number of tensors loaded.
+
+    Raises:
+        SpecError: ``data`` is not a state dict (loaded with ``weights_only=True``: no code in
+            it can run).
+    """
+    source = _load_state(data, "warm-start weights")
+    own = model.state_dict()
+    matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(matched, strict=False)
+    return len(matched)
+
+
+def train(spec: NetworkSpec, task: TaskSpec, init_state: bytes | None = None
+          ) -> TrainingReport:
     """Train ``spec`` on ``task`` briefly and score it on the validation split.
 
     A pure function of its arguments (it sets torch's global seed and, for the duration of
     the call, its thread count); safe to call in a Ray worker. See the module docstring for
     the schedule.
+
+    Args:
+        init_state: warm start: ``torch.save`` bytes of a state dict whose tensors that match
+            the fresh model's by name and shape are loaded before training.
 
     Returns:
         The validation accuracy (eval mode), the mean training loss over the last epoch's worth
@@ -192,7 +241,9 @@ def train(spec: NetworkSpec, task: TaskSpec) -> TrainingReport:
     with _threads(task.num_threads):
         splits = load_splits(task)
         torch.manual_seed(task.seed)
-        model = build_model(spec).to(device)
+        model = build_model(spec, factorized=False)
+        loaded = warm_start(model, init_state) if init_state else 0
+        model.to(device)
         steps, loss = _run(model, spec, task, splits, device)
         val_accuracy = _accuracy(model, splits.val_x, splits.val_y, device)
         state = _state_bytes(model)
@@ -203,6 +254,7 @@ def train(spec: NetworkSpec, task: TaskSpec) -> TrainingReport:
         train_seconds=time.perf_counter() - start,
         device=str(device),
         state_dict=state,
+        warm_started_tensors=loaded,
     )
 
 
@@ -215,15 +267,18 @@ def _run(model: nn.Module, spec: NetworkSpec, task: TaskSpec, splits: Splits,
     per_epoch = n // batch
     total = task.steps if task.steps is not None else task.epochs * per_epoch
     opt, sched = _make_optimizer(model, task, total)
-    prune_at = total // 2 if spec.prune_ratio > 0 else -1
+    change_at = total // 2 if spec.prune_ratio > 0 or spec.rank_ratio < 1 else -1
     recent: deque[float] = deque(maxlen=per_epoch)
     step = 0
     model.train()
     while step < total:
         order = torch.randperm(n, generator=gen).to(device)
         for b in range(per_epoch):
-            if step == prune_at:
-                apply_pruning(model, spec)
+            if step == change_at:
+                if factorize(model, spec):  # new parameters: a new optimizer, same schedule
+                    opt, sched = _make_optimizer(model, task, total, start_step=step)
+                if spec.prune_ratio > 0:
+                    apply_pruning(model, spec)
             idx = order[b * batch:(b + 1) * batch]
             xb, yb = x[idx], y[idx]
             if splits.augment:
@@ -269,10 +324,10 @@ def evaluate_accuracy(spec: NetworkSpec, task: TaskSpec, state_dict: bytes,
     with _threads(task.num_threads):
         splits = load_splits(task)
         model = build_model(spec)
+        weights = _load_state(state_dict, "state_dict")
         try:
-            weights = torch.load(io.BytesIO(state_dict), map_location="cpu", weights_only=True)
             model.load_state_dict(weights)
-        except Exception as e:  # malformed bytes or a state dict of another network
+        except RuntimeError as e:  # a state dict of another network
             raise SpecError(f"state_dict does not fit the network spec: {e}") from None
         model.to(device)
         return _accuracy(model, getattr(splits, f"{split}_x"), getattr(splits, f"{split}_y"),

@@ -10,12 +10,17 @@ is named ``s{i}b{j}``; the classifier is ``classifier`` / ``fc``.
 folded into the preceding conv (scale into the weights, shift into a bias) for deployment, so
 it costs no layer of its own; ReLU, activation quantization and pooling are done on the fly at
 the array's output and are ignored as layers (global average pooling is tiny next to the convs).
+
+Low-rank factorization (``spec.rank_ratio < 1``) replaces a conv by its factors
+(:meth:`ConvPlan.factors`, :class:`LowRankConv`): in the module and, as separate layers, in the
+workload. Mixed precision: every :class:`ConvPlan` carries its own input, weight and output
+bits (per stage, first and last layer).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +39,9 @@ from evaluators.training.quant import (
 __all__ = [
     "BlockPlan",
     "ConvPlan",
+    "ConvUnit",
+    "LowRankConv",
+    "LowRankLinear",
     "Network",
     "PlainCNN",
     "QConv2d",
@@ -41,8 +49,12 @@ __all__ = [
     "apply_pruning",
     "build_model",
     "extract_layers",
+    "factorize",
+    "head",
+    "low_rank",
     "plan",
     "remove_pruning",
+    "state_shapes",
     "validate_spec",
 ]
 
@@ -65,10 +77,20 @@ def validate_spec(spec: NetworkSpec) -> None:
             v = getattr(st, name)
             if not isinstance(v, int) or v < 1:
                 problems.append(f"stages[{i}].{name} must be a positive int, got {v!r}")
-    for name in ("weight_bits", "activation_bits"):
-        msg = validate_bits(getattr(spec, name), name)
+    for name in ("weight_bits", "activation_bits", "first_layer_bits", "last_layer_bits"):
+        v = getattr(spec, name)
+        msg = None if v is None and "layer" in name else validate_bits(v, name)
         if msg:
             problems.append(msg)
+    for i, st in enumerate(spec.stages):
+        for name in ("weight_bits", "activation_bits"):
+            v = getattr(st, name)
+            msg = None if v is None else validate_bits(v, f"stages[{i}].{name}")
+            if msg:
+                problems.append(msg)
+    if isinstance(spec.rank_ratio, bool) or not isinstance(spec.rank_ratio, (int, float)) or \
+            not 0.0 < spec.rank_ratio <= 1.0:
+        problems.append(f"rank_ratio must be in (0, 1], got {spec.rank_ratio!r}")
     if spec.prune_mode not in PRUNE_MODES:
         problems.append(f"prune_mode must be one of {list(PRUNE_MODES)}, got {spec.prune_mode!r}")
     if not 0.0 <= spec.prune_ratio < 1.0:
@@ -110,8 +132,11 @@ class QLinear(nn.Linear):
 class ConvPlan:
     """One conv of the network: what both the torch module and the hardware layer are built from.
 
-    ``act`` is the activation after BN: ``"relu"`` (ReLU + PACT at ``activation_bits``) or
-    ``"none"`` (a linear output: a projection or the second conv of a residual block).
+    ``act`` is the activation after BN: ``"relu"`` (ReLU + PACT at ``a_bits``) or ``"none"`` (a
+    linear output: a projection or the second conv of a residual block). ``in_bits`` /
+    ``w_bits`` / ``a_bits``: precision of the input it reads, of its weights, of its output.
+    ``ranks``: low-rank factorization: ``()`` dense, ``(r,)`` two SVD factors (1x1 or
+    classifier), ``(r_in, r_out)`` a Tucker-2 chain (k x k).
     """
 
     name: str
@@ -123,10 +148,42 @@ class ConvPlan:
     hw_in: int
     act: str
     prunable: bool = False  # its output channels are internal: structured pruning may drop them
+    in_bits: int = IMAGE_BITS
+    w_bits: int = 8
+    a_bits: int = 8
+    ranks: tuple[int, ...] = ()
 
     @property
     def hw_out(self) -> int:
         return (self.hw_in + 2 * (self.kernel // 2) - self.kernel) // self.stride + 1
+
+    def factors(self) -> tuple[ConvPlan, ...]:
+        """The convs this conv runs as: itself, or its low-rank factors in order.
+
+        SVD ``(r,)``: ``_u`` (1x1, ``cin -> r``, the stride) then ``_v`` (1x1, ``r -> cout``).
+        Tucker-2 ``(r_in, r_out)``: ``_in`` (1x1, ``cin -> r_in``), ``_core`` (k x k,
+        ``r_in -> r_out``, the stride), ``_out`` (1x1, ``r_out -> cout``). Intermediate
+        tensors are signed, at ``a_bits``.
+        """
+        if not self.ranks:
+            return (self,)
+        mid = dict(groups=1, act="none", prunable=False, w_bits=self.w_bits, a_bits=self.a_bits,
+                   ranks=())
+        if len(self.ranks) == 1:
+            (r,) = self.ranks
+            u = ConvPlan(f"{self.name}_u", self.cin, r, 1, self.stride, hw_in=self.hw_in,
+                         in_bits=self.in_bits, **mid)
+            v = ConvPlan(f"{self.name}_v", r, self.cout, 1, 1, hw_in=u.hw_out,
+                         in_bits=self.a_bits, **mid)
+            return (u, v)
+        r_in, r_out = self.ranks
+        a = ConvPlan(f"{self.name}_in", self.cin, r_in, 1, 1, hw_in=self.hw_in,
+                     in_bits=self.in_bits, **mid)
+        core = ConvPlan(f"{self.name}_core", r_in, r_out, self.kernel, self.stride,
+                        hw_in=self.hw_in, in_bits=self.a_bits, **mid)
+        c = ConvPlan(f"{self.name}_out", r_out, self.cout, 1, 1, hw_in=core.hw_out,
+                     in_bits=self.a_bits, **mid)
+        return (a, core, c)
 
 
 @dataclass(frozen=True)
@@ -135,7 +192,8 @@ class BlockPlan:
 
     ``residual``: the block output is ``main(x) + shortcut(x)`` (identity when ``shortcut`` is
     None). ``post``: what follows the sum: ``"relu"`` (ResNet: ReLU + PACT) or ``"signed"``
-    (MobileNetV2's linear bottleneck: signed fake quantization, :class:`SignedQuant`).
+    (MobileNetV2's linear bottleneck: signed fake quantization, :class:`SignedQuant`), both at
+    ``a_bits``.
     """
 
     name: str
@@ -143,6 +201,7 @@ class BlockPlan:
     shortcut: ConvPlan | None = None
     residual: bool = False
     post: str = "none"
+    a_bits: int = 8
 
 
 def kept_channels(width: int, spec: NetworkSpec) -> int:
@@ -157,67 +216,226 @@ def nm_keep(spec: NetworkSpec) -> int:
     return min(4, max(1, 4 - round(4 * spec.prune_ratio)))
 
 
-def plan(spec: NetworkSpec, *, pruned: bool = False) -> tuple[BlockPlan, ...]:
-    """The blocks of ``spec``, in order (the classifier is not included).
+def low_rank(cin: int, cout: int, kernel: int, groups: int, ratio: float) -> tuple[int, ...]:
+    """The ranks a conv (or linear, ``kernel = 1``) is factorized to at ``ratio``, ``()`` = dense.
 
-    Args:
-        pruned: give the shapes after structured pruning (what the hardware runs); the torch
-            module is built at full width (``pruned=False``) and its pruned channels masked.
+    SVD for 1x1: ``r = max(1, round(ratio * min(cin, cout)))``. Tucker-2 for k x k:
+    ``r_in = max(1, round(ratio * cin))``, ``r_out = max(1, round(ratio * cout))``. A layer is
+    factorized only where its factors hold fewer weights than it does (a thin layer such as a
+    1-channel stem stays dense); grouped and depthwise convs are never factorized.
     """
+    if ratio >= 1.0 or groups != 1:
+        return ()
+    if kernel == 1:
+        r = max(1, round(ratio * min(cin, cout)))
+        return (r,) if r * (cin + cout) < cin * cout else ()
+    r_in, r_out = max(1, round(ratio * cin)), max(1, round(ratio * cout))
+    factored = cin * r_in + r_in * r_out * kernel * kernel + r_out * cout
+    return (r_in, r_out) if factored < cin * cout * kernel * kernel else ()
+
+
+def _blocks(spec: NetworkSpec, pruned: bool) -> tuple[BlockPlan, ...]:
     def internal(width: int) -> int:
         return kept_channels(width, spec) if pruned else width
 
+    first = True
+
+    def bits(i: int) -> dict[str, int]:
+        nonlocal first
+        w, a = spec.stage_bits(i)
+        if first and spec.first_layer_bits is not None:
+            w = spec.first_layer_bits
+        first = False
+        return {"w_bits": w, "a_bits": a}
+
     blocks: list[BlockPlan] = []
-    hw, cin = spec.input_hw, spec.in_channels
+    hw, cin, in_bits = spec.input_hw, spec.in_channels, IMAGE_BITS
     if spec.family != "plain_cnn":  # a 3x3 stem conv to the first stage's width
-        stem = ConvPlan("stem", cin, spec.stages[0].width, 3, 1, 1, hw, "relu")
-        blocks.append(BlockPlan("stem", (stem,)))
-        cin = stem.cout
+        stem = ConvPlan("stem", cin, spec.stages[0].width, 3, 1, 1, hw, "relu",
+                        in_bits=in_bits, **bits(0))
+        blocks.append(BlockPlan("stem", (stem,), a_bits=stem.a_bits))
+        cin, in_bits = stem.cout, stem.a_bits
     for i, st in enumerate(spec.stages):
         for j in range(st.depth):
             name, stride, k, cout = f"s{i}b{j}", st.stride if j == 0 else 1, st.kernel_size, \
                 st.width
+            b = bits(i)
+            a_bits = b["a_bits"]
             if spec.family == "plain_cnn":
                 cout = internal(cout)
-                convs = (ConvPlan(name, cin, cout, k, stride, 1, hw, "relu", True),)
-                blocks.append(BlockPlan(name, convs))
+                convs = (ConvPlan(name, cin, cout, k, stride, 1, hw, "relu", True, in_bits, **b),)
+                blocks.append(BlockPlan(name, convs, a_bits=a_bits))
             elif spec.family == "resnet":
                 mid = internal(cout)
-                c1 = ConvPlan(f"{name}_conv1", cin, mid, k, stride, 1, hw, "relu", True)
-                c2 = ConvPlan(f"{name}_conv2", mid, cout, k, 1, 1, c1.hw_out, "none")
+                c1 = ConvPlan(f"{name}_conv1", cin, mid, k, stride, 1, hw, "relu", True,
+                              in_bits, **b)
+                c2 = ConvPlan(f"{name}_conv2", mid, cout, k, 1, 1, c1.hw_out, "none", False,
+                              a_bits, **b)
                 short = None
                 if stride != 1 or cin != cout:
-                    short = ConvPlan(f"{name}_short", cin, cout, 1, stride, 1, hw, "none")
-                blocks.append(BlockPlan(name, (c1, c2), short, True, "relu"))
+                    short = ConvPlan(f"{name}_short", cin, cout, 1, stride, 1, hw, "none",
+                                     False, in_bits, **b)
+                blocks.append(BlockPlan(name, (c1, c2), short, True, "relu", a_bits))
             else:  # mobilenetv2
                 hidden = cin * st.expansion
                 convs_l: list[ConvPlan] = []
-                h = hw
+                h, src_bits = hw, in_bits
                 if st.expansion != 1:
                     hidden = internal(hidden)  # the depthwise conv follows these channels
-                    convs_l.append(
-                        ConvPlan(f"{name}_expand", cin, hidden, 1, 1, 1, h, "relu", True))
-                dw = ConvPlan(f"{name}_dw", hidden, hidden, k, stride, hidden, h, "relu")
-                proj = ConvPlan(f"{name}_project", hidden, cout, 1, 1, 1, dw.hw_out, "none")
+                    convs_l.append(ConvPlan(f"{name}_expand", cin, hidden, 1, 1, 1, h, "relu",
+                                            True, in_bits, **b))
+                    src_bits = a_bits
+                dw = ConvPlan(f"{name}_dw", hidden, hidden, k, stride, hidden, h, "relu", False,
+                              src_bits, **b)
+                proj = ConvPlan(f"{name}_project", hidden, cout, 1, 1, 1, dw.hw_out, "none",
+                                False, a_bits, **b)
                 convs_l += [dw, proj]
                 residual = stride == 1 and cin == cout
-                blocks.append(BlockPlan(name, tuple(convs_l), None, residual, "signed"))
+                blocks.append(BlockPlan(name, tuple(convs_l), None, residual, "signed", a_bits))
             hw = blocks[-1].convs[-1].hw_out
-            cin = cout
+            cin, in_bits = cout, a_bits
     return tuple(blocks)
 
 
-def _conv_unit(c: ConvPlan, spec: NetworkSpec) -> nn.Sequential:
-    parts: OrderedDict[str, nn.Module] = OrderedDict(
-        conv=QConv2d(c.cin, c.cout, c.kernel, stride=c.stride, padding=c.kernel // 2,
-                     groups=c.groups, bias=False, weight_bits=spec.weight_bits),
-        bn=nn.BatchNorm2d(c.cout),
-    )
-    if c.act == "relu":
-        parts["relu"] = nn.ReLU(inplace=True)
-        parts["act"] = (nn.Identity() if spec.activation_bits >= FLOAT_BITS
-                        else PACT(spec.activation_bits))
-    return nn.Sequential(parts)
+def _with_ranks(c: ConvPlan, full: ConvPlan, spec: NetworkSpec) -> ConvPlan:
+    # ranks follow the unpruned shapes, so the module trained at full width (pruned channels
+    # masked) and the physically pruned hardware layers have the same factors
+    return replace(c, ranks=low_rank(full.cin, full.cout, full.kernel, full.groups,
+                                     spec.rank_ratio))
+
+
+def plan(spec: NetworkSpec, *, pruned: bool = False, factorized: bool = True
+         ) -> tuple[BlockPlan, ...]:
+    """The blocks of ``spec``, in order (the classifier is :func:`head`).
+
+    Args:
+        pruned: give the shapes after structured pruning (what the hardware runs); the torch
+            module is built at full width (``pruned=False``) and its pruned channels masked.
+        factorized: give the convs' low-rank ranks (``spec.rank_ratio < 1``); the module is
+            trained dense first (``factorized=False``) and factorized half-way.
+    """
+    blocks = _blocks(spec, pruned)
+    if not factorized or spec.rank_ratio >= 1.0:
+        return blocks
+    full = _blocks(spec, False) if pruned else blocks
+    out = []
+    for b, fb in zip(blocks, full):
+        convs = tuple(_with_ranks(c, fc, spec) for c, fc in zip(b.convs, fb.convs))
+        short = (_with_ranks(b.shortcut, fb.shortcut, spec)
+                 if b.shortcut is not None and fb.shortcut is not None else None)
+        out.append(replace(b, convs=convs, shortcut=short))
+    return tuple(out)
+
+
+def head(spec: NetworkSpec, *, pruned: bool = False, factorized: bool = True) -> ConvPlan:
+    """The classifier as a 1x1 conv on the pooled features (logits keep at least 8 bits)."""
+    last = len(spec.stages) - 1
+    w_bits, a_bits = spec.stage_bits(last)
+    if spec.last_layer_bits is not None:
+        w_bits = spec.last_layer_bits
+    cin = plan(spec, pruned=pruned, factorized=False)[-1].convs[-1].cout
+    fc = ConvPlan("fc", cin, spec.num_classes, 1, 1, 1, 1, "none", False, a_bits, w_bits,
+                  max(a_bits, 8))
+    if factorized and spec.rank_ratio < 1.0:
+        full = spec.stages[-1].width
+        fc = replace(fc, ranks=low_rank(full, spec.num_classes, 1, 1, spec.rank_ratio))
+    return fc
+
+
+class LowRankConv(nn.Sequential):
+    """A conv run as its low-rank factors (:meth:`ConvPlan.factors`): ``QConv2d`` layers with
+    signed fake quantization (:class:`SignedQuant`) of the intermediate tensors between them.
+
+    :meth:`init_from` sets the factors from a trained dense weight: truncated SVD of the
+    ``cout x cin`` matrix (``sqrt(S)`` split between the factors), or Tucker-2 by HOSVD
+    (Kim et al., ICLR 2016): the leading left singular vectors of the output- and input-channel
+    unfoldings, and the core ``W x_0 U_out^T x_1 U_in^T``.
+    """
+
+    def __init__(self, c: ConvPlan) -> None:
+        parts: list[nn.Module] = []
+        for f in c.factors():
+            if parts:
+                parts.append(SignedQuant(c.a_bits))
+            parts.append(QConv2d(f.cin, f.cout, f.kernel, stride=f.stride,
+                                 padding=f.kernel // 2, bias=False, weight_bits=c.w_bits))
+        super().__init__(*parts)
+        self.ranks = c.ranks
+
+    @property
+    def convs(self) -> list[QConv2d]:
+        return [m for m in self if isinstance(m, QConv2d)]
+
+    @property
+    def out_conv(self) -> QConv2d:
+        """The factor that produces the output channels (what structured pruning masks)."""
+        return self.convs[-1]
+
+    @torch.no_grad()
+    def init_from(self, weight: torch.Tensor) -> None:
+        w = weight.detach().float()
+        cout, cin = w.shape[:2]
+        convs = self.convs
+        if len(self.ranks) == 1:
+            (r,) = self.ranks
+            u, s, vh = torch.linalg.svd(w.reshape(cout, cin), full_matrices=False)
+            root = s[:r].sqrt()
+            convs[0].weight.copy_((root[:, None] * vh[:r]).reshape(r, cin, 1, 1))
+            convs[1].weight.copy_((u[:, :r] * root).reshape(cout, r, 1, 1))
+            return
+        r_in, r_out = self.ranks
+        u_out = torch.linalg.svd(w.reshape(cout, -1), full_matrices=False)[0][:, :r_out]
+        u_in = torch.linalg.svd(w.transpose(0, 1).reshape(cin, -1),
+                                full_matrices=False)[0][:, :r_in]
+        core = torch.einsum("oihw,or,is->rshw", w, u_out, u_in)
+        convs[0].weight.copy_(u_in.t().reshape(r_in, cin, 1, 1))
+        convs[1].weight.copy_(core)
+        convs[2].weight.copy_(u_out.reshape(cout, r_out, 1, 1))
+
+
+class LowRankLinear(nn.Sequential):
+    """The classifier as two SVD factors (``QLinear``), a signed quantizer between them."""
+
+    def __init__(self, c: ConvPlan) -> None:
+        (r,) = c.ranks
+        super().__init__(QLinear(c.cin, r, bias=False, weight_bits=c.w_bits),
+                         SignedQuant(c.a_bits),
+                         QLinear(r, c.cout, weight_bits=c.w_bits))
+        self.ranks = c.ranks
+
+    @torch.no_grad()
+    def init_from(self, dense: nn.Linear) -> None:
+        (r,) = self.ranks
+        u, s, vh = torch.linalg.svd(dense.weight.detach().float(), full_matrices=False)
+        root = s[:r].sqrt()
+        self[0].weight.copy_(root[:, None] * vh[:r])
+        self[2].weight.copy_(u[:, :r] * root)
+        self[2].bias.copy_(dense.bias.detach())
+
+
+class ConvUnit(nn.Sequential):
+    """conv -> BatchNorm -> [ReLU -> PACT]: one :class:`ConvPlan` as a module (``self.plan``).
+
+    ``conv`` is a ``QConv2d``, or a :class:`LowRankConv` once factorized.
+    """
+
+    def __init__(self, c: ConvPlan) -> None:
+        parts: OrderedDict[str, nn.Module] = OrderedDict(
+            conv=LowRankConv(c) if c.ranks else
+            QConv2d(c.cin, c.cout, c.kernel, stride=c.stride, padding=c.kernel // 2,
+                    groups=c.groups, bias=False, weight_bits=c.w_bits),
+            bn=nn.BatchNorm2d(c.cout),
+        )
+        if c.act == "relu":
+            parts["relu"] = nn.ReLU(inplace=True)
+            parts["act"] = nn.Identity() if c.a_bits >= FLOAT_BITS else PACT(c.a_bits)
+        super().__init__(parts)
+        self.plan = c
+
+    @property
+    def out_conv(self) -> nn.Conv2d:
+        conv = self.conv
+        return conv.out_conv if isinstance(conv, LowRankConv) else conv
 
 
 class Block(nn.Module):
@@ -226,10 +444,10 @@ class Block(nn.Module):
     def __init__(self, b: BlockPlan, spec: NetworkSpec) -> None:
         super().__init__()
         self.kind = ("basic" if spec.family == "resnet" else "inverted")
-        self.main = nn.Sequential(*[_conv_unit(c, spec) for c in b.convs])
-        self.shortcut = _conv_unit(b.shortcut, spec) if b.shortcut else None
+        self.main = nn.Sequential(*[ConvUnit(c) for c in b.convs])
+        self.shortcut = ConvUnit(b.shortcut) if b.shortcut else None
         self.residual = b.residual
-        bits = spec.activation_bits
+        bits = b.a_bits
         if b.post == "relu":
             self.post: nn.Module = nn.Sequential(
                 nn.ReLU(), nn.Identity() if bits >= FLOAT_BITS else PACT(bits))
@@ -249,19 +467,23 @@ class Network(nn.Module):
     """Blocks, global average pooling, a linear classifier (the same for every family).
 
     A ``plain_cnn`` block ``s{i}b{j}`` is its conv unit itself (``features.s{i}b{j}.conv``);
-    other families nest (``features.s{i}b{j}.main.0.conv``).
+    other families nest (``features.s{i}b{j}.main.0.conv``). ``factorized``: build the
+    low-rank layers of ``spec.rank_ratio`` (a trained network), or the dense network that
+    training starts from (:func:`factorize` converts it half-way).
     """
 
-    def __init__(self, spec: NetworkSpec) -> None:
+    def __init__(self, spec: NetworkSpec, factorized: bool = True) -> None:
         super().__init__()
         blocks: OrderedDict[str, nn.Module] = OrderedDict()
-        for b in plan(spec):
-            blocks[b.name] = (_conv_unit(b.convs[0], spec) if spec.family == "plain_cnn"
+        for b in plan(spec, factorized=factorized):
+            blocks[b.name] = (ConvUnit(b.convs[0]) if spec.family == "plain_cnn"
                               or b.name == "stem" else Block(b, spec))
         self.features = nn.Sequential(blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        width = spec.stages[-1].width  # full width: pruned channels are masked, not removed
-        self.classifier = QLinear(width, spec.num_classes, weight_bits=spec.weight_bits)
+        # full width: pruned channels are masked, not removed
+        fc = head(spec, factorized=factorized)
+        self.classifier: nn.Module = (LowRankLinear(fc) if fc.ranks else
+                                      QLinear(fc.cin, fc.cout, weight_bits=fc.w_bits))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
@@ -270,14 +492,56 @@ class Network(nn.Module):
 PlainCNN = Network  # the name earlier code and tests use
 
 
-def build_model(spec: NetworkSpec) -> nn.Module:
+def state_shapes(spec: NetworkSpec, *, factorized: bool = True) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in the state dict of ``spec``'s module (built on torch's
+    meta device: no memory, no initialization; milliseconds)."""
+    validate_spec(spec)
+    with torch.device("meta"):
+        model = Network(spec, factorized)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def factorize(model: Network, spec: NetworkSpec) -> int:
+    """Replace the dense layers ``spec.rank_ratio`` factorizes by low-rank factors initialized
+    from their current weights (truncated SVD / Tucker-2). Returns the number replaced.
+
+    The caller must rebuild its optimizer: the replaced layers' parameters are new tensors.
+    """
+    if spec.rank_ratio >= 1.0:
+        return 0
+    ranked = {c.name: c for b in plan(spec) for c in (*b.convs, *((b.shortcut,)
+                                                                   if b.shortcut else ()))}
+    n = 0
+    for unit in [m for m in model.modules() if isinstance(m, ConvUnit)]:
+        c = ranked[unit.plan.name]
+        if c.ranks and not isinstance(unit.conv, LowRankConv):
+            dense = unit.conv
+            low = LowRankConv(c).to(dense.weight.device)
+            low.init_from(dense.weight)
+            unit.conv, unit.plan = low, c
+            n += 1
+    fc = head(spec)
+    if fc.ranks and not isinstance(model.classifier, LowRankLinear):
+        dense_fc = model.classifier
+        low_fc = LowRankLinear(fc).to(dense_fc.weight.device)
+        low_fc.init_from(dense_fc)
+        model.classifier = low_fc
+        n += 1
+    return n
+
+
+def build_model(spec: NetworkSpec, *, factorized: bool = True) -> Network:
     """The torch module of ``spec`` (fresh initialization from torch's global RNG).
+
+    Args:
+        factorized: with the low-rank layers of ``spec.rank_ratio`` (the trained network, what
+            weights are loaded into), or dense (what training starts from, see :func:`factorize`).
 
     Raises:
         SpecError: ``spec`` is out of domain (unknown family, bad bits, empty stages...).
     """
     validate_spec(spec)
-    return Network(spec)
+    return Network(spec, factorized)
 
 
 def prunable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -311,24 +575,23 @@ def apply_pruning(model: nn.Module, spec: NetworkSpec) -> None:
             prune.custom_from_mask(m, name="weight", mask=mask)
     else:
         for units in _structured_units(model):
-            head = units[0]
-            conv: nn.Conv2d = head.conv
+            conv = units[0].out_conv
             keep = kept_channels(conv.out_channels, spec)
             norms = conv.weight.detach().abs().reshape(conv.out_channels, -1).sum(dim=1)
-            channel = torch.zeros(conv.out_channels)
+            channel = torch.zeros(conv.out_channels, device=conv.weight.device)
             channel[norms.topk(keep).indices] = 1.0
             for unit in units:
-                c = unit.conv
+                c = unit.out_conv
                 prune.custom_from_mask(c, name="weight",
                                        mask=channel.reshape(-1, 1, 1, 1).expand_as(c.weight))
                 prune.custom_from_mask(unit.bn, name="weight", mask=channel.clone())
                 prune.custom_from_mask(unit.bn, name="bias", mask=channel.clone())
 
 
-def _structured_units(model: nn.Module) -> list[list[nn.Module]]:
+def _structured_units(model: nn.Module) -> list[list[ConvUnit]]:
     """Groups of conv units whose output channels are pruned together (a prunable conv, plus
     the depthwise conv that reads its channels in an inverted residual)."""
-    units: list[list[nn.Module]] = []
+    units: list[list[ConvUnit]] = []
     features = getattr(model, "features", None)
     if features is None:
         return units
@@ -354,48 +617,51 @@ def remove_pruning(model: nn.Module) -> None:
                 prune.remove(m, pname)
 
 
-def extract_layers(spec: NetworkSpec) -> tuple[ConvLayer, ...]:
-    """The hardware workload of ``spec``: every conv, then the classifier as a 1x1 conv.
+def extract_layers(spec: NetworkSpec, input_hw: int | None = None) -> tuple[ConvLayer, ...]:
+    """The hardware workload of ``spec``: every conv (its low-rank factors as separate layers),
+    then the classifier as a 1x1 conv (or its two factors).
 
-    Batch 1. The first conv reads the 8-bit image (``input_bits = 8``); every other layer reads
-    ``activation_bits`` activations. Weights are ``weight_bits``; conv outputs are
-    requantized to ``activation_bits`` (BatchNorm folded into the conv, ReLU and quantization
-    applied at the output); the classifier's logits keep at least 8 bits. 32 bits means
-    floating point and is passed through as 32. ``weight_density = 1 - prune_ratio``.
-    BatchNorm and pooling add no layers (see the module docstring).
+    Batch 1, at ``input_hw`` x ``input_hw`` pixels (default: the training resolution
+    ``spec.input_hw``; the deployment resolution may differ, global pooling makes the
+    classifier independent of it). Each layer's bits are its plan's (:class:`ConvPlan`): the
+    first conv reads the 8-bit image, every other layer the previous output's precision
+    (per-stage mixed precision, first/last layer weight bits); conv outputs are requantized to
+    their stage's activation bits (BatchNorm folded into the conv, ReLU and quantization
+    applied at the output); the classifier's logits keep at least 8 bits; 32 means floating
+    point. Weight density: ``1 - prune_ratio`` (unstructured), ``N/4`` (N:4), 1 (structured:
+    the layers themselves are smaller). BatchNorm and pooling add no layers (see the module
+    docstring).
 
     Raises:
-        SpecError: ``spec`` is out of domain.
+        SpecError: ``spec`` is out of domain, or ``input_hw`` is not a positive int.
     """
     validate_spec(spec)
+    if input_hw is not None:
+        if isinstance(input_hw, bool) or not isinstance(input_hw, int) or input_hw < 1:
+            raise SpecError(f"deploy input must be a positive int, got {input_hw!r}")
+        spec = replace(spec, input_hw=input_hw)
     if spec.prune_mode == "unstructured":
         density = 1.0 - float(spec.prune_ratio)
     elif spec.prune_mode == "nm":
         density = nm_keep(spec) / 4.0 if spec.prune_ratio > 0 else 1.0
     else:  # structured: the layers themselves are smaller, what is left is dense
         density = 1.0
-    a_bits, w_bits = spec.activation_bits, spec.weight_bits
-    layers: list[ConvLayer] = []
-    for block in plan(spec, pruned=True):
-        for c in (*block.convs, *((block.shortcut,) if block.shortcut else ())):
-            layers.append(ConvLayer(
-                name=c.name,
-                ifmap_h=c.hw_in, ifmap_w=c.hw_in,
-                filter_h=c.kernel, filter_w=c.kernel,
-                channels=c.cin, num_filters=c.cout,
-                stride=c.stride,
-                padding=c.kernel // 2,
-                weight_bits=w_bits,
-                input_bits=IMAGE_BITS if not layers else a_bits,
-                output_bits=a_bits,
-                weight_density=density,
-                groups=c.groups,
-            ))
-    cin = layers[-1].num_filters
-    layers.append(ConvLayer(
-        name="fc", ifmap_h=1, ifmap_w=1, filter_h=1, filter_w=1,
-        channels=cin, num_filters=spec.num_classes, stride=1, padding=0,
-        weight_bits=w_bits, input_bits=a_bits, output_bits=max(a_bits, 8),
-        weight_density=density,
-    ))
-    return tuple(layers)
+    convs = [c for b in plan(spec, pruned=True)
+             for c in (*b.convs, *((b.shortcut,) if b.shortcut else ()))]
+    convs.append(head(spec, pruned=True))
+    return tuple(
+        ConvLayer(
+            name=f.name,
+            ifmap_h=f.hw_in, ifmap_w=f.hw_in,
+            filter_h=f.kernel, filter_w=f.kernel,
+            channels=f.cin, num_filters=f.cout,
+            stride=f.stride,
+            padding=f.kernel // 2,
+            weight_bits=f.w_bits,
+            input_bits=f.in_bits,
+            output_bits=f.a_bits,
+            weight_density=density,
+            groups=f.groups,
+        )
+        for c in convs for f in c.factors()
+    )

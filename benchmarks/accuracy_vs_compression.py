@@ -1,11 +1,15 @@
 """How validation accuracy responds to bits and pruning on digits (fixed architecture).
 
-Prints, averaged over 3 seeds: accuracy for 32/8/4/2/1-bit weights and activations, and for
-0/30/60/90 % unstructured, structured and 2:4-style (N:4) pruning at 8 bits. Then the rank
-fidelity of brief training: Spearman correlation between the validation accuracy after a brief
-budget and after a 5x longer one, over random designs of the quickstart space.
+Prints, averaged over 3 seeds: accuracy for 32/8/4/2/1-bit weights and activations, for
+0/30/60/90 % unstructured, structured and 2:4-style (N:4) pruning at 8 bits, for low-rank
+factorization at rank ratios 1/0.75/0.5/0.25 (with the weights left), and for 2-bit networks
+with 8-bit first/last layers. Then the rank fidelity of brief training: Spearman correlation
+between the validation accuracy after a brief budget and after a 5x longer one, over random
+designs of the quickstart space, with and without warm start (each design initialized from the
+closest design trained before it, as ``task.warm_start: closest`` does in a study).
 
     python benchmarks/accuracy_vs_compression.py [--epochs 10] [--seeds 3] [--designs 12]
+        [--brief 5]
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from evaluators.specs import NetworkSpec, StageSpec, TaskSpec
-from evaluators.training import train
-from evaluators.training.model import nm_keep
+from evaluators.training import extract_layers, train
+from evaluators.training.model import nm_keep, shared_elements, state_shapes
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = (StageSpec(1, 32, 3, 1), StageSpec(2, 64, 3, 2))
@@ -42,6 +46,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--designs", type=int, default=12)
+    p.add_argument("--brief", type=int, default=None,
+                   help="epochs of brief training (default: --epochs // 2); long = 5x")
     args = p.parse_args()
     t0 = time.perf_counter()
     base = NetworkSpec("plain_cnn", 1, 8, 10, ARCH)
@@ -63,7 +69,27 @@ def main() -> None:
             cells.append(f"{m:.4f} +- {s:.4f}{note}")
         print(f"{ratio:>17.0%}   " + "   ".join(cells))
 
-    # Rank fidelity of brief training on random designs of the quickstart space.
+    print("\nlow-rank at 8 bits   accuracy           weights   MACs (share of dense)")
+    dense_layers = extract_layers(base)
+    for ratio in (1.0, 0.75, 0.5, 0.25):
+        spec = dataclasses.replace(base, rank_ratio=ratio)
+        layers = extract_layers(spec)
+        m, s = accuracy(spec, args.epochs, args.seeds)
+        w = sum(x.weight_count for x in layers) / sum(x.weight_count for x in dense_layers)
+        macs = sum(x.macs for x in layers) / sum(x.macs for x in dense_layers)
+        print(f"{ratio:>18}   {m:.4f} +- {s:.4f}   {w:7.2f}   {macs:.2f}")
+    print("\nmixed precision      accuracy")
+    for label, kw in (("W=A=2", {}), ("W=A=2, first/last W=8", dict(first_layer_bits=8,
+                                                                        last_layer_bits=8))):
+        spec = dataclasses.replace(base, weight_bits=2, activation_bits=2, **kw)
+        m, s = accuracy(spec, args.epochs, args.seeds)
+        print(f"{label:>22}   {m:.4f} +- {s:.4f}")
+    fidelity(args)
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+
+
+def fidelity(args: argparse.Namespace) -> None:
+    """Spearman(brief, 5x longer) over random quickstart designs, cold and warm-started."""
     import optuna
 
     from codesign.config import load
@@ -71,17 +97,28 @@ def main() -> None:
     cfg = load(ROOT / "experiments" / "quickstart.yaml")
     sampler = optuna.samplers.RandomSampler(seed=0)
     study = optuna.create_study(directions=cfg.directions, sampler=sampler)
-    brief = max(1, args.epochs // 2)
-    short, long_ = [], []
-    for _ in range(args.designs):
-        net = cfg.space.decode(study.ask(cfg.space.distributions()).params).network
-        short.append(train(net, TaskSpec(epochs=brief, seed=0)).val_accuracy)
+    brief = args.brief or max(1, args.epochs // 2)
+    nets = [cfg.space.decode(study.ask(cfg.space.distributions()).params).network
+            for _ in range(args.designs)]
+    cold, warm, long_ = [], [], []
+    trained: list[tuple[dict, bytes]] = []  # (shapes, weights) of the warm runs so far
+    for net in nets:
+        cold.append(train(net, TaskSpec(epochs=brief, seed=0)).val_accuracy)
         long_.append(train(net, TaskSpec(epochs=5 * brief, seed=0)).val_accuracy)
-    print(f"\nbrief-training fidelity over {args.designs} random quickstart designs: "
-          f"Spearman({brief} epochs, {5 * brief} epochs) = {spearman(short, long_):.3f}")
-    print(f"(mean accuracy {statistics.mean(short):.3f} -> {statistics.mean(long_):.3f}; "
-          "warm start: not implemented yet)")
-    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+        target = state_shapes(net, factorized=False)
+        scored = [(shared_elements(shapes, target), i) for i, (shapes, _) in enumerate(trained)]
+        best = max(scored, default=(0, -1))
+        init = trained[best[1]][1] if best[0] > 0 else None
+        report = train(net, TaskSpec(epochs=brief, seed=0, warm_start="closest"), init)
+        warm.append(report.val_accuracy)
+        trained.append((state_shapes(net), report.state_dict))
+    print(f"\nbrief-training fidelity over {len(nets)} random quickstart designs "
+          f"({brief} vs {5 * brief} epochs):")
+    print(f"  Spearman, cold start: {spearman(cold, long_):.3f}  "
+          f"(mean accuracy {statistics.mean(cold):.3f}; long {statistics.mean(long_):.3f})")
+    print(f"  Spearman, warm start: {spearman(warm, long_):.3f}  "
+          f"(mean accuracy {statistics.mean(warm):.3f}; each design from the closest one "
+          "trained before it)")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Trial user attributes written here (all prefixed ``codesign.``): ``design`` (the
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import socket
@@ -181,14 +180,10 @@ class WarmStarts:
             return self._checkpoint, "checkpoint"
         if self.mode != "closest" or not self._sources:
             return None, None
-        from evaluators.training.model import state_shapes
+        from evaluators.training.model import shared_elements, state_shapes
 
         target = state_shapes(network, factorized=False)  # training starts dense
-
-        def shared(shapes: dict[str, tuple[int, ...]]) -> int:
-            return sum(math.prod(s) for k, s in shapes.items() if target.get(k) == s)
-
-        scored = [(shared(shapes), acc, -i, key, path)
+        scored = [(shared_elements(shapes, target), acc, -i, key, path)
                   for i, (key, shapes, acc, path) in enumerate(self._sources)]
         best = max(scored)
         if best[0] == 0:

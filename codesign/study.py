@@ -25,7 +25,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from codesign.config import ExperimentConfig, from_mapping
+from codesign.config import SCHEMA_VERSION, ExperimentConfig, from_mapping
 from codesign.errors import StorageError, StudyConflict
 
 A = "codesign."  # prefix of every study and trial user attribute codesign writes
@@ -164,7 +164,11 @@ def create_or_load(
         stored = study.user_attrs.get(ATTR_FINGERPRINT)
         if stored != cfg.fingerprint():
             old = study.user_attrs.get(ATTR_EXPERIMENT, {})
-            changed = _diff_keys(old, cfg.resolved)
+            changed = _diff_keys(old, cfg.resolved, _defaults())
+            if not changed:  # only keys a newer codesign added, at their default values
+                study.set_user_attr(ATTR_EXPERIMENT, cfg.resolved)
+                study.set_user_attr(ATTR_FINGERPRINT, cfg.fingerprint())
+                return study, False
             raise StudyConflict(
                 f"study {name!r} already exists in this storage with a different experiment "
                 f"(changed: {', '.join(changed) or 'unknown'}); choose a new study.name, or "
@@ -181,14 +185,30 @@ def create_or_load(
     return study, True
 
 
-def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+_MISSING = object()
+
+
+def _defaults() -> dict[str, Any]:
+    """The resolved experiment of a file that sets nothing but a name: every default."""
+    minimal = {"schema_version": SCHEMA_VERSION, "study": {"name": "defaults"}}
+    return from_mapping(minimal, check_data=False).resolved
+
+
+def _diff_keys(old: Any, new: Any, defaults: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ. A key the stored (``old``) experiment lacks is no
+    change when the new value is its default: a newer codesign added it with the behaviour
+    the older one had."""
     ignore = {"execution", "study.n_trials", "study.storage", "study.artifacts_dir"}
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
+        defaults = defaults if isinstance(defaults, dict) else {}
         for k in sorted(set(old) | set(new)):
             p = f"{prefix}.{k}" if prefix else str(k)
-            if p not in ignore:
-                out += _diff_keys(old.get(k), new.get(k), p)
+            if p in ignore:
+                continue
+            if k not in old and new[k] == defaults.get(k, _MISSING):
+                continue
+            out += _diff_keys(old.get(k), new.get(k), defaults.get(k), p)
         return out
     return [] if old == new else [prefix]
 

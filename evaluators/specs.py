@@ -412,6 +412,16 @@ class Budgets:
         return _to_plain(self)
 
 
+# fields added after the first release, with the default that keeps the earlier behaviour
+_NETWORK_ADDED = {"rank_ratio": 1.0, "first_layer_bits": None, "last_layer_bits": None}
+_STAGE_ADDED = {"weight_bits": None, "activation_bits": None}
+_TASK_ADDED = {"deploy_input": None, "warm_start": "none", "warm_start_checkpoint": None}
+
+
+def _drop_defaults(d: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if not (k in added and v == added[k])}
+
+
 @dataclass(frozen=True)
 class DesignPoint:
     """One point of the joint space: a network (with its compression) and an accelerator."""
@@ -420,12 +430,19 @@ class DesignPoint:
     accelerator: AcceleratorSpec
 
     def training_key(self, task: TaskSpec) -> str:
-        """Stable key of everything that determines the trained weights (not the hardware)."""
-        t = task.to_dict()
+        """Stable key of everything that determines the trained weights (not the hardware).
+
+        Fields added to the specs after their first release are left out while they hold
+        their default (the behaviour from before they existed), so a study made by an older
+        codesign keeps its cache keys.
+        """
+        t = _drop_defaults(task.to_dict(), _TASK_ADDED)
         t.pop("num_threads")  # does not change results
         t.pop("device")
-        t.pop("deploy_input")  # sets the hardware workload, not the weights
-        return stable_hash({"network": self.network.to_dict(), "task": t})
+        t.pop("deploy_input", None)  # sets the hardware workload, not the weights
+        net = _drop_defaults(self.network.to_dict(), _NETWORK_ADDED)
+        net["stages"] = [_drop_defaults(s, _STAGE_ADDED) for s in net["stages"]]
+        return stable_hash({"network": net, "task": t})
 
     def to_dict(self) -> dict[str, Any]:
         return {"network": self.network.to_dict(), "accelerator": self.accelerator.to_dict()}

@@ -22,6 +22,7 @@ from codesign.errors import StudyConflict
 from codesign.runner import TrainingCache, requeue_stale
 from codesign.samplers import make
 from codesign.study import create_or_load, load_existing, open_storage
+from evaluators.specs import DesignPoint
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
@@ -50,6 +51,38 @@ def test_create_load_and_conflict(url: str) -> None:
     changed = from_mapping(raw)
     with pytest.raises(StudyConflict, match="space.accelerator.glb_kib"):
         create_or_load(changed, storage, sampler=None)
+
+
+def test_study_from_an_older_codesign_continues(url: str) -> None:
+    """Keys a newer codesign added, at their defaults, are no change of experiment, and the
+    training-cache keys of the old trials stay valid."""
+    cfg = load(QUICKSTART)
+    storage = open_storage(url)
+    study, _ = create_or_load(cfg, storage, sampler=None)
+    older = json.loads(json.dumps(cfg.resolved))
+    for key in ("deploy_input", "warm_start", "warm_start_checkpoint"):
+        del older["task"][key]
+    for key in ("rank_ratio", "precision", "first_layer_bits", "last_layer_bits"):
+        del older["space"]["compression"][key]
+    study.set_user_attr("codesign.experiment", older)
+    study.set_user_attr("codesign.fingerprint", "made-by-an-older-version")
+    again, created = create_or_load(cfg, storage, sampler=None)
+    assert not created and again.user_attrs["codesign.fingerprint"] == cfg.fingerprint()
+    # a new key set away from its default is a change
+    again.set_user_attr("codesign.experiment", older)
+    again.set_user_attr("codesign.fingerprint", "made-by-an-older-version")
+    raw = yaml.safe_load(QUICKSTART.read_text())
+    raw["space"]["compression"]["rank_ratio"] = 0.5
+    with pytest.raises(StudyConflict, match="space.compression.rank_ratio"):
+        create_or_load(from_mapping(raw), storage, sampler=None)
+    # a design stored without the added fields has the same training key as one with them
+    design = cfg.space.decode(optuna.create_study().ask(cfg.space.distributions()).params)
+    old_dict = design.to_dict()
+    for key in ("rank_ratio", "first_layer_bits", "last_layer_bits"):
+        del old_dict["network"][key]
+    for stage in old_dict["network"]["stages"]:
+        del stage["weight_bits"], stage["activation_bits"]
+    assert DesignPoint.from_dict(old_dict).training_key(cfg.task) == design.training_key(cfg.task)
 
 
 def test_every_sampler_builds_and_asks() -> None:

@@ -19,6 +19,7 @@ bits (per stage, first and last layer).
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
@@ -54,6 +55,7 @@ __all__ = [
     "low_rank",
     "plan",
     "remove_pruning",
+    "shared_elements",
     "state_shapes",
     "validate_spec",
 ]
@@ -499,6 +501,13 @@ def state_shapes(spec: NetworkSpec, *, factorized: bool = True) -> dict[str, tup
     with torch.device("meta"):
         model = Network(spec, factorized)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def shared_elements(source: dict[str, tuple[int, ...]], target: dict[str, tuple[int, ...]]
+                    ) -> int:
+    """Elements a warm start could copy from ``source`` to ``target`` (name -> shape maps,
+    :func:`state_shapes`): the sizes of the tensors present in both with the same shape."""
+    return sum(math.prod(shape) for name, shape in source.items() if target.get(name) == shape)
 
 
 def factorize(model: Network, spec: NetworkSpec) -> int:

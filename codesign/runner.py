@@ -138,11 +138,11 @@ class TrainingCache:
 class WarmStarts:
     """Chooses the warm-start weights of each training (``task.warm_start``).
 
-    ``closest``: among the networks this study has trained (weights on disk), the one whose
-    trained state dict shares the most weight elements with the new network's fresh module,
-    tensor by tensor, by name and shape (ties: the higher validation accuracy, then the
-    earlier training). ``checkpoint``: the file ``task.warm_start_checkpoint`` for every
-    training. ``none``: nothing.
+    ``closest``: among the networks this study has trained (weights on disk) and pruned no
+    more than the new one, the one whose trained state dict shares the most weight elements
+    with the new network's fresh module, tensor by tensor, by name and shape (ties: the higher
+    validation accuracy, then the earlier training; ``warm_start_score``). ``checkpoint``: the
+    file ``task.warm_start_checkpoint`` for every training. ``none``: nothing.
 
     Lifecycle: one per driver session; built from the study's finished trials, told each new
     training with :meth:`add`, asked with :meth:`pick` before a training is dispatched. What
@@ -152,7 +152,7 @@ class WarmStarts:
 
     def __init__(self, study: optuna.Study, cfg: ExperimentConfig) -> None:
         self.mode = cfg.task.warm_start
-        self._sources: list[tuple[str, dict[str, tuple[int, ...]], float, str]] = []
+        self._sources: list[tuple[str, Any, dict[str, tuple[int, ...]], float, str]] = []
         self._checkpoint: bytes | None = None
         if self.mode == "checkpoint":
             self._checkpoint = _read_checkpoint(cfg.task.warm_start_checkpoint or "")
@@ -171,7 +171,7 @@ class WarmStarts:
         from evaluators.training.model import state_shapes
 
         net = DesignPoint.from_dict(design).network
-        self._sources.append((key, state_shapes(net), float(attrs.get(A + "accuracy", 0)),
+        self._sources.append((key, net, state_shapes(net), float(attrs.get(A + "accuracy", 0)),
                               path))
 
     def pick(self, network: Any) -> tuple[bytes | None, str | None]:
@@ -180,11 +180,11 @@ class WarmStarts:
             return self._checkpoint, "checkpoint"
         if self.mode != "closest" or not self._sources:
             return None, None
-        from evaluators.training.model import shared_elements, state_shapes
+        from evaluators.training.model import state_shapes, warm_start_score
 
         target = state_shapes(network, factorized=False)  # training starts dense
-        scored = [(shared_elements(shapes, target), acc, -i, key, path)
-                  for i, (key, shapes, acc, path) in enumerate(self._sources)]
+        scored = [(warm_start_score(net, shapes, network, target), acc, -i, key, path)
+                  for i, (key, net, shapes, acc, path) in enumerate(self._sources)]
         best = max(scored)
         if best[0] == 0:
             return None, None

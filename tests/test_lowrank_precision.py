@@ -22,6 +22,8 @@ from evaluators.training.model import (
     QConv2d,
     QLinear,
     low_rank,
+    state_shapes,
+    warm_start_score,
 )
 
 
@@ -188,11 +190,25 @@ def test_warm_start_loads_matching_tensors_only() -> None:
     assert report.val_accuracy >= cold.val_accuracy
 
 
+def test_warm_start_prefers_shared_weights_and_never_a_sparser_donor() -> None:
+    target = net(prune_ratio=0.5)
+    shapes = state_shapes(target, factorized=False)
+    same = warm_start_score(net(), state_shapes(net()), target, shapes)
+    wider = net(stages=(StageSpec(1, 16, 3, 1), StageSpec(1, 48, 3, 2)))
+    partial = warm_start_score(wider, state_shapes(wider), target, shapes)
+    assert same > partial > 0  # the stem and its BN still match
+    for donor in (net(prune_ratio=0.8), net(prune_ratio=0.3, prune_mode="structured")):
+        assert warm_start_score(donor, state_shapes(donor), target, shapes) == 0
+    less = net(prune_ratio=0.3)
+    assert warm_start_score(less, state_shapes(less), target, shapes) == same
+
+
 class _Evil:
     def __reduce__(self) -> tuple[object, tuple[str]]:
         return (print, ("this must never run",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_warm_start_refuses_what_is_not_a_state_dict(capsys: pytest.CaptureFixture[str]
                                                      ) -> None:
     model = build_model(net())

@@ -58,6 +58,7 @@ __all__ = [
     "shared_elements",
     "state_shapes",
     "validate_spec",
+    "warm_start_score",
 ]
 
 IMAGE_BITS = 8  # the first layer reads the raw image, 8 bits per pixel
@@ -508,6 +509,21 @@ def shared_elements(source: dict[str, tuple[int, ...]], target: dict[str, tuple[
     """Elements a warm start could copy from ``source`` to ``target`` (name -> shape maps,
     :func:`state_shapes`): the sizes of the tensors present in both with the same shape."""
     return sum(math.prod(shape) for name, shape in source.items() if target.get(name) == shape)
+
+
+def warm_start_score(source: NetworkSpec, source_shapes: dict[str, tuple[int, ...]],
+                     target: NetworkSpec, target_shapes: dict[str, tuple[int, ...]]) -> int:
+    """How good trained ``source`` weights are as the start of training ``target``: the
+    elements they share (:func:`shared_elements`), or 0 when the source was pruned more (or
+    otherwise) than the target, whose training would inherit pruning it did not ask for.
+
+    (Measured on digits, 1 vs 5 epochs, 20 designs: donors sparser than the target lowered the
+    brief/long Spearman correlation from 0.93 to 0.75; with this rule 0.93.)
+    """
+    if source.prune_ratio > 0 and (source.prune_mode != target.prune_mode
+                                   or source.prune_ratio > target.prune_ratio):
+        return 0
+    return shared_elements(source_shapes, target_shapes)
 
 
 def factorize(model: Network, spec: NetworkSpec) -> int:

@@ -238,3 +238,24 @@ def test_deploy_resolution_sets_the_workload_not_the_classifier() -> None:
             assert b.macs == 16 * a.macs and b.weight_count == a.weight_count
     with pytest.raises(SpecError, match="deploy input"):
         extract_layers(spec, input_hw=0)
+
+
+# --------------------------------------------------------------------------- bf16 autocast
+
+
+@pytest.mark.parametrize("family", ["plain_cnn", "resnet", "mobilenetv2"])
+def test_forward_backward_under_bf16_autocast(family: str) -> None:
+    """The CUDA path trains under bf16 autocast; CI has no GPU, so the same autocast runs on
+    the CPU here: every quantizer and factor must accept bf16 activations."""
+    spec = NetworkSpec(family, 1, 8, 10, (StageSpec(1, 16, 3, 1, 2, weight_bits=4),
+                                          StageSpec(1, 32, 3, 2, 2, activation_bits=2)),
+                       rank_ratio=0.5, first_layer_bits=8)
+    model = build_model(spec)
+    x = torch.randn(4, 1, 8, 8)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        logits = model(x)
+    loss = nn.functional.cross_entropy(logits.float(), torch.arange(4))
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)

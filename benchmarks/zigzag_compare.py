@@ -5,8 +5,10 @@ Runs ZigZag (``zigzag-dse``) with its LOMA temporal-mapping search and our
 (32x32 WS array, C on rows and K on columns, per-PE registers, one 64 KiB global buffer shared
 by inputs/weights/outputs, LPDDR4 DRAM at 32 B/cycle) with ZigZag's per-access energies set
 from OUR table (``evaluators/hardware/tables.py``). Prints, per layer and measured in this
-one run: DRAM bytes, total energy, cycles, seconds per layer and the speed ratio. The
-assumptions and the differences between the two tools are in docs/hardware/zigzag.md.
+one run: DRAM bytes, total energy, cycles, seconds per layer and the speed ratio, and, as a
+cross-check, ZigZag's cost of OUR chosen tiling (given to ZigZag as a fixed temporal ordering
+wherever ZigZag can express it). The assumptions and the differences between the two tools are
+in docs/hardware/zigzag.md.
 
 ZigZag is not a project dependency; run this from its own virtualenv::
 
@@ -360,6 +362,54 @@ def zz_loops(cme: CostModelEvaluation, op: str) -> str:
     return "?"
 
 
+def ours_as_zigzag_ordering(layer: ConvLayer, m: dict[str, Any]) -> list[list[Any]] | None:
+    """Our chosen tiling as a complete ZigZag temporal ordering (innermost loop first).
+
+    Inside the tile (GLB level): OX ft, OY et, C ct/32, FY, FX, K kt/32 (outputs innermost, so
+    the weight stays in its register as in ZigZag's own mappings); above it (DRAM level) the
+    K, C and OY > OX tile loops in our ``order``. None when ZigZag cannot express the tiling: a
+    tile count that does not divide its dimension (ZigZag's loops are factors), kt or ct not a
+    multiple of the 32-wide spatial unrolling, batch > 1 or groups.
+    """
+    big_k, big_c, e, f = layer.num_filters, layer.channels, layer.ofmap_h, layer.ofmap_w
+    kt, ct, et, ft = m["kt"], m["ct"], m["et"], m["ft"]
+    if (
+        layer.batch != 1
+        or layer.groups != 1
+        or big_k % kt
+        or big_c % ct
+        or e % et
+        or f % ft
+        or kt % ACC.pe_cols
+        or ct % ACC.pe_rows
+    ):
+        return None
+    tile = [
+        ("OX", ft),
+        ("OY", et),
+        ("C", ct // ACC.pe_rows),
+        ("FY", layer.filter_h),
+        ("FX", layer.filter_w),
+        ("K", kt // ACC.pe_cols),
+    ]
+    counts = {"K": big_k // kt, "C": big_c // ct, "OY": e // et, "OX": f // ft}
+    outer_first = [d for x in m["order"] for d in {"K": ["K"], "C": ["C"], "S": ["OY", "OX"]}[x]]
+    above = [(d, counts[d]) for d in reversed(outer_first)]
+    return [[d, int(n)] for d, n in tile + above if n > 1]
+
+
+def run_zigzag_fixed(
+    layer: ConvLayer, acc_path: str, tmp: str, ordering: list[list[Any]]
+) -> CostModelEvaluation:
+    """ZigZag's cost of one given temporal ordering (its allocator still decides, per operand,
+    which loops sit in the GLB and which at DRAM)."""
+    map_path = os.path.join(tmp, f"fixed_{layer.name}.yaml")
+    with open(map_path, "w") as f:
+        entry = {"name": layer.name, **_ZZ_SPATIAL, "temporal_ordering": ordering}
+        yaml.safe_dump([*ZZ_MAPPING, entry], f, sort_keys=False)
+    return run_zigzag(layer, acc_path, map_path, lpf=2).min_energy
+
+
 # --------------------------------------------------------------------------- our model
 
 
@@ -412,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = make_model(ACC)
     rows = []
+    fixed: dict[str, CostModelEvaluation] = {}  # ZigZag's cost of our tiling, where expressible
     with tempfile.TemporaryDirectory(prefix="zigzag_compare_") as tmp:
         acc_path = os.path.join(tmp, "accelerator.yaml")
         map_path = os.path.join(tmp, "mapping.yaml")
@@ -423,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
         for layer in layers:
             zz = run_zigzag(layer, acc_path, map_path, args.lpf)
             ours, ours_s = run_ours(model, layer, args.repeat)
+            ordering = ours_as_zigzag_ordering(layer, ours.mapping)
+            if ordering is not None:
+                fixed[layer.name] = run_zigzag_fixed(layer, acc_path, tmp, ordering)
             rows.append((layer, zz, ours, ours_s))
             print(
                 f"  {layer.name}: zigzag {zz.seconds:.2f} s ({zz.evaluated} mappings), "
@@ -500,6 +554,32 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     print()
+    print(
+        "Our tiling priced by ZigZag (the same loop nest given to ZigZag as a fixed temporal "
+        "ordering; '-' where ZigZag cannot express it)"
+    )
+    hdr4 = (
+        f"{'layer':9} {'ours':>9} {'ZZ(ours)':>9} {'ratio':>6} {'I ZZ(ours)':>10} "
+        f"{'W ZZ(ours)':>10} {'O ZZ(ours)':>10}"
+    )
+    print(hdr4)
+    print("-" * len(hdr4))
+    for layer, _zz, ours, _ in rows:
+        do = ours.dram_read_bytes + ours.dram_write_bytes
+        cme = fixed.get(layer.name)
+        if cme is None:
+            print(f"{layer.name:9} {do:9.0f} {'-':>9}")
+            continue
+        b = {k: v / 8 for k, v in dram_bits_by_operand(cme).items()}
+        dz = _dram_bits_total(cme) / 8
+        print(
+            f"{layer.name:9} {do:9.0f} {dz:9.0f} {do / dz:6.3f} {b['I']:10.0f} {b['W']:10.0f} "
+            f"{b['O']:10.0f}"
+        )
+    for name, cme in fixed.items():
+        print(f"  {name} in ZigZag: " + "; ".join(f"{op} {zz_loops(cme, op)}" for op in "IWO"))
+
+    print()
     print("Energy by part, uJ: MAC / RF / GLB / DRAM")
     hdr3 = f"{'layer':9} {'ZigZag':>31}   {'ours':>31}"
     print(hdr3)
@@ -519,9 +599,10 @@ def main(argv: list[str] | None = None) -> int:
     for layer, zz, ours, _ in rows:
         m = ours.mapping
         print(
-            f"{layer.name}: ours {m['order']} kt={m['kt']} et={m['et']} "
-            f"(k_tiles={m['k_tiles']}, row_tiles={m['row_tiles']}, "
-            f"glb {m['glb_bytes_used']:.0f} B); ZigZag latency parts: ideal "
+            f"{layer.name}: ours {m['order']} kt={m['kt']} ct={m['ct']} et={m['et']} "
+            f"ft={m['ft']} (tiles K{m['k_tiles']} C{m['c_tiles']} E{m['row_tiles']} "
+            f"F{m['col_tiles']}, glb {m['glb_bytes_used']:.0f} B, psum spill "
+            f"{m['dram_psum_bytes']:.0f} B); ZigZag latency parts: ideal "
             f"{zz.min_energy.ideal_temporal_cycle:.0f} + stall "
             f"{zz.min_energy.stall_slack_comb:.0f} + onload "
             f"{zz.min_energy.data_onloading_cycle:.0f} + offload "

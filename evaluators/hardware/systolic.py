@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from functools import reduce
+from functools import lru_cache, reduce
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -195,30 +195,100 @@ def _zero_cost(num_pes: int) -> LayerCost:
 
 
 class Tiling(NamedTuple):
-    """The DRAM tiling the mapper chose for one layer (bytes are per layer, batch included)."""
+    """The DRAM tiling the mapper chose for one layer (bytes are per layer, batch included).
 
-    order: str  # "k_outer" (weights read once) or "rows_outer" (inputs read once)
+    One GLB tile holds ``kt`` output channels, ``ct`` input channels, ``et`` output rows and
+    ``ft`` output columns of one image: part of one group, or ``gt`` whole groups of a grouped
+    conv. ``order`` is the DRAM-level loop nest over the K, C and spatial (``S`` = image > row >
+    column) tiles, outermost first; a grouped conv's group loop is outside all of them.
+    """
+
+    order: str  # one of ORDERS
     kt: int  # output channels per tile
+    ct: int  # input channels per tile
     et: int  # output rows per tile
-    k_tiles: int
+    ft: int  # output columns per tile
+    gt: int  # whole groups per tile (1: the tile lies within one group)
+    k_tiles: int  # K tiles over the whole layer (all groups)
+    c_tiles: int  # C tiles per group: partial sums accumulate over this many
     row_tiles: int
+    col_tiles: int
     input_bytes: float
     weight_bytes: float
-    output_bytes: float
+    output_bytes: float  # all output traffic: final outputs + 32-bit psum spills and refetches
+    psum_read_bytes: float  # 32-bit partial sums read back from DRAM (inside output_bytes)
+    psum_write_bytes: float  # 32-bit partial sums spilled to DRAM (inside output_bytes)
     compulsory_bytes: float
     glb_bytes_used: float
 
+    @property
+    def read_bytes(self) -> float:
+        return self.input_bytes + self.weight_bytes + self.psum_read_bytes
 
-_ORDERS = ("k_outer", "rows_outer")
+    @property
+    def write_bytes(self) -> float:
+        return self.output_bytes - self.psum_read_bytes
+
+    @property
+    def total_bytes(self) -> float:
+        return self.input_bytes + self.weight_bytes + self.output_bytes
 
 
+# DRAM-level loop orders over K tiles, C tiles and spatial tiles (S), outermost first. Every
+# other order (S split around K or C) moves as much as one of these or more.
+ORDERS = ("KCS", "CKS", "KSC", "SKC", "SCK", "CSK")
+
+
+def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
+
+# The three helpers below are pure functions of a few integers, memoized because layer shapes
+# repeat across layers and trials; their arrays are read-only, so a cached answer cannot change.
+
+
+@lru_cache(maxsize=4096)
 def _tile_sizes(n: int) -> np.ndarray:
     """The distinct tile sizes ceil(n / t) for t = 1..n, ascending.
 
     Each gives a different tile count; any other size has the same count as one of these and
     a larger footprint, so the mapper never needs it.
     """
-    return np.unique(-(-n // np.arange(1, n + 1, dtype=np.int64)))
+    return _frozen(np.unique(-(-n // np.arange(1, n + 1, dtype=np.int64))))[0]
+
+
+@lru_cache(maxsize=4096)
+def _multiples(n: int, g: int) -> np.ndarray:
+    """Tile sizes in whole multiples of ``g`` (the last tile may be partial), plus ``n`` itself."""
+    return _frozen(np.minimum(_tile_sizes(-(-n // g)) * g, n))[0]
+
+
+@lru_cache(maxsize=4096)
+def _axis(n_out: int, n_in: int, r: int, s: int, p: int) -> tuple[np.ndarray, ...]:
+    """Tile sizes along one output axis (rows or columns) and the input lines they read.
+
+    Returns ``(t, n_tiles, largest, total)``: the candidate tile sizes (output lines per tile),
+    the tile count, the input lines the largest tile holds, and the input lines all tiles read
+    together (the halo between neighbouring tiles read once per tile). Only lines a window
+    touches count: padding is never fetched, and a stride larger than the filter skips lines.
+    """
+    t = _tile_sizes(n_out)
+    e = np.arange(n_out)
+    lo = np.clip(e * s - p, 0, n_in)  # real input lines output line e reads: [lo, hi)
+    hi = np.clip(e * s - p + r, 0, n_in)
+    e0 = t[:, None] * e[None, :]  # tile starts, (len(t), n_out)
+    valid = e0 < n_out
+    e0 = np.minimum(e0, n_out - 1)
+    e1 = np.minimum(e0 + t[:, None], n_out)
+    if s <= r:  # windows overlap or touch: a tile reads one contiguous band
+        per = hi[e1 - 1] - lo[e0]
+    else:  # gaps between windows: only the covered lines
+        cum = np.concatenate(([0], np.cumsum(hi - lo)))
+        per = cum[e1] - cum[e0]
+    per = np.where(valid, per, 0)
+    return _frozen(t, -(-n_out // t), per.max(axis=1), per.sum(axis=1))
 
 
 def weight_dram_bytes(layer: ConvLayer, acc: AcceleratorSpec) -> float:
@@ -230,90 +300,169 @@ def weight_dram_bytes(layer: ConvLayer, acc: AcceleratorSpec) -> float:
     return dense
 
 
-def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
-    """Choose the (kt, et, loop order) with the least DRAM traffic that fits the GLB.
+def array_granules(layer: ConvLayer, acc: AcceleratorSpec) -> tuple[int, int, int]:
+    """What one fold of the array needs of a GLB tile: ``(k_unit, c_unit, min_pixels)``.
 
-    The global buffer holds one input tile (``(et-1)*stride + R`` padded rows, full padded
-    width, all channels), one weight tile (``R*S*C*kt``) and one 32-bit output tile
-    (``et*F*kt``). Ties on traffic go to fewer tiles, then to K-outer. Traffic is never below
-    the compulsory minimum (each input, weight and output moved once).
+    ``kt`` is a multiple of ``k_unit`` (or all filters of a group), ``ct`` a multiple of
+    ``c_unit`` (or all channels of a group), and a tile holds at least ``min_pixels`` output
+    pixels. WS and OS put K on the columns: a fold produces ``min(K/G, pe_cols)`` channels at
+    once. WS and IS put the ``R*S*C`` window on the rows: ``c_unit`` channels make whole row
+    folds (``R*S*c_unit`` is a multiple of ``pe_rows``). OS puts pixels on the rows and IS on
+    the columns: a tile holds at least one fold's worth of them.
+    """
+    kpg = layer.num_filters // layer.groups
+    cpg = layer.channels // layer.groups
+    rs = layer.filter_h * layer.filter_w
+    pixels = layer.ofmap_h * layer.ofmap_w
+    df = acc.dataflow
+    k_unit = 1 if df == "is" else min(kpg, acc.pe_cols)
+    c_unit = 1 if df == "os" else min(cpg, acc.pe_rows // math.gcd(rs, acc.pe_rows))
+    min_px = {"ws": 1, "os": min(pixels, acc.pe_rows), "is": min(pixels, acc.pe_cols)}[df]
+    return k_unit, c_unit, min_px
+
+
+def _order_traffic(
+    w_once: float, in_pass: float, spill: float, nk: int, nc: int, n_sp: int
+) -> list[tuple[float, float, float]]:
+    """(input, weight, psum-spill) DRAM bytes of one tile choice under each of ``ORDERS``.
+
+    An operand is fetched again for every iteration of a loop it does not depend on (inputs:
+    K; weights: the spatial loops; outputs: C) that lies outside its innermost loop of more
+    than one iteration. Partial sums that must leave the GLB go out and come back at 32 bit.
+    """
+    k, c, s = nk > 1, nc > 1, n_sp > 1
+    flags = (  # (weights per spatial tile, inputs per K tile, psums spilled per C tile)
+        (False, c or s, s),  # KCS
+        (False, s, k or s),  # CKS
+        (c, c or s, False),  # KSC: psums stay in the GLB across C tiles
+        (c or k, c, False),  # SKC
+        (k or c, False, k),  # SCK
+        (k, False, s or k),  # CSK
+    )
+    return [
+        (
+            in_pass * (nk if fi else 1),
+            w_once * (n_sp if fw else 1),
+            spill * (nc - 1) if fo else 0.0,
+        )
+        for fw, fi, fo in flags
+    ]
+
+
+def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
+    """Choose the GLB tile and DRAM loop order with the least DRAM traffic that fits the GLB.
+
+    Candidates: ``kt`` output channels, ``ct`` input channels (both sized so the array's
+    folds stay whole, see ``array_granules``), ``et`` x ``ft`` output pixels, and the six loop
+    orders of ``ORDERS``; for a grouped conv also tiles of whole groups. The GLB holds one
+    input tile (touched input rows x columns x ``ct``), one weight tile (``kt * ct * R * S``)
+    and one tile of 32-bit partial sums (``et * ft * kt``). Partial sums stay in the GLB while
+    the C loop runs inside every output loop; otherwise they are spilled to DRAM and read back
+    at 32 bit. Ties on traffic go to fewer tiles. Traffic is never below the compulsory
+    minimum (each touched input, each weight and each output moved once).
 
     Raises:
-        InfeasibleDesign: when not even ``kt = 1, et = 1`` fits the buffer.
+        InfeasibleDesign: when not even the smallest tile fits the buffer.
     """
     ib, wb, ob = layer.input_bits / 8.0, layer.weight_bits / 8.0, layer.output_bits / 8.0
-    big_k, big_e, big_f = layer.num_filters, layer.ofmap_h, layer.ofmap_w
-    r, s_, c = layer.filter_h, layer.filter_w, layer.channels
+    ps = PSUM_BITS / 8.0
+    big_k, big_c = layer.num_filters, layer.channels
+    r, s_ = layer.filter_h, layer.filter_w
     g = layer.groups
-    cpg, kpg = c // g, big_k // g  # channels / filters per group
-    stride, pad = layer.stride, layer.padding
+    cpg, kpg = big_c // g, big_k // g  # channels / filters per group
     batch = layer.batch
-    hp, wp = layer.ifmap_h + 2 * pad, layer.ifmap_w + 2 * pad
     glb_bytes = acc.glb_kib * 1024.0
+    k_unit, c_unit, min_px = array_granules(layer, acc)
 
-    kt = _tile_sizes(big_k)  # (a,)
-    et = _tile_sizes(big_e)  # (b,)
-    nk = -(-big_k // kt)
-    nb = -(-big_e // et)
+    # Channel candidates (flat): within one group (gt = 1) any kt x ct, or gt whole groups.
+    kts, cts = _multiples(kpg, k_unit), _multiples(cpg, c_unit)
+    kt = np.repeat(kts, len(cts))
+    ct = np.tile(cts, len(kts))
+    gt = np.ones_like(kt)
+    if g > 1:
+        gts = _tile_sizes(g)[1:]
+        kt = np.concatenate((kt, gts * kpg))
+        ct = np.concatenate((ct, gts * cpg))
+        gt = np.concatenate((gt, gts))
+    nk = -(-kpg // np.minimum(kt, kpg))  # per group
+    nc = -(-cpg // np.minimum(ct, cpg))
+    ng = -(-g // gt)
+    w_tile = kt * (ct // gt) * (r * s_ * wb)  # (a,)
 
-    # A k-tile of a grouped conv needs only the input channels of the groups it covers.
-    ch_tile = np.minimum(c, -(-kt // kpg) * cpg)  # (a,)
-    in_tile = np.minimum((et - 1) * stride + r, hp) * (wp * ib)  # (b,) per channel
-    w_tile = kt * (r * s_ * cpg * wb)  # (a,)
-    out_tile = np.multiply.outer(kt, et) * (big_f * PSUM_BITS / 8.0)  # (a, b)
-    in_tile = np.multiply.outer(ch_tile, in_tile)  # (a, b)
-    need = w_tile[:, None] + in_tile + out_tile
-    fits = need <= glb_bytes
-    if not fits[0, 0]:
+    # Spatial candidates: et output rows x ft output columns.
+    et, nb, rows_max, rows_sum = _axis(
+        layer.ofmap_h, layer.ifmap_h, r, layer.stride, layer.padding
+    )
+    ft, nf, cols_max, cols_sum = _axis(
+        layer.ofmap_w, layer.ifmap_w, s_, layer.stride, layer.padding
+    )
+    px = np.multiply.outer(et, ft)  # (b, c)
+    n_sp = batch * np.multiply.outer(nb, nf)  # spatial tiles incl. images
+    in_pass = (batch * big_c * ib) * np.multiply.outer(rows_sum, cols_sum)  # one pass
+    in_area = np.multiply.outer(rows_max, cols_max)
+
+    need = (
+        w_tile[:, None, None] + (ct * ib)[:, None, None] * in_area + (kt * ps)[:, None, None] * px
+    )  # (a, b, c)
+    fits = (need <= glb_bytes) & (px >= min_px)
+    if not fits.any():
+        small = np.where(px >= min_px, need, np.inf)
+        i, j, m = np.unravel_index(np.argmin(small), small.shape)
+        parts = (
+            f"input {ct[i] * ib * in_area[j, m]:.0f} B + weights {w_tile[i]:.0f} B + 32-bit "
+            f"outputs {kt[i] * ps * px[j, m]:.0f} B"
+        )
         raise InfeasibleDesign(
-            f"layer {layer.name!r}: the smallest tile (kt=1, et=1: input "
-            f"{in_tile[0, 0]:.0f} B + weights {w_tile[0]:.0f} B + 32-bit outputs "
-            f"{out_tile[0, 0]:.0f} B) needs {need[0, 0]:.0f} bytes, "
-            f"glb holds {glb_bytes:.0f} (glb_kib={acc.glb_kib})"
+            f"layer {layer.name!r}: the smallest tile (kt={kt[i]}, ct={ct[i]}, et={et[j]}, "
+            f"ft={ft[m]}: {parts}) needs {need[i, j, m]:.0f} bytes, glb holds "
+            f"{glb_bytes:.0f} (glb_kib={acc.glb_kib})"
         )
 
-    in_once = layer.ifmap_h * layer.ifmap_w * c * ib  # one image, no padding
-    # Input rows one pass over the row tiles reads (halo overlap counted), minus padding rows.
-    rows_read = np.maximum(stride * (big_e - nb) + nb * r - 2 * pad, 0)
-    in_pass = np.maximum(in_once, rows_read * (layer.ifmap_w * c * ib))  # (b,), >= compulsory
     w_once = weight_dram_bytes(layer, acc)
-    out_bytes = batch * big_e * big_f * big_k * ob
-
-    # K-outer: for k-tile: for image: for row-tile. Weights once; inputs once per k-tile unless
-    # the whole input (one image) is a single resident tile.
-    in_resident = (nb == 1) & (batch == 1)
-    # Each k-tile reads the channels its groups need: nk * ch_tile / C passes (1 for groups
-    # that tile evenly; nk for an ordinary conv).
-    k_passes = np.maximum(1.0, nk * ch_tile / c)  # (a,)
-    in_k = batch * in_pass[None, :] * np.where(in_resident, 1, k_passes[:, None])  # (a, b)
-    w_k = np.full_like(in_k, w_once)
-    # Rows-outer: for image: for row-tile: for k-tile. Inputs once; weights once per row tile
-    # (and image) unless all weights are a single resident tile.
-    in_r = np.broadcast_to(batch * in_pass[None, :], in_k.shape)
-    w_r = w_once * np.where(nk[:, None] == 1, 1, batch * nb[None, :])  # (a, b)
-
-    traffic = np.stack((in_k + w_k, in_r + w_r)) + out_bytes  # (2, a, b)
-    traffic = np.where(fits[None], traffic, np.inf)
+    out_final = batch * layer.ofmap_h * layer.ofmap_w * big_k * ob
+    spill = 2 * batch * layer.ofmap_h * layer.ofmap_w * big_k * ps  # one psum round trip
+    # Re-fetch penalties: weights once more per extra spatial tile, inputs once more per extra
+    # K tile, partial sums out and back once more per extra C tile. A loop order avoids the
+    # penalty of the operand whose irrelevant loop it puts innermost (see _order_traffic); the
+    # best of the six orders pays the two smaller ones.
+    d_w = (w_once * (n_sp - 1))[None]  # (1, b, c)
+    d_i = np.multiply.outer(nk - 1, in_pass)  # (a, b, c)
+    d_o = (spill * (nc - 1))[:, None, None]  # (a, 1, 1)
+    traffic = d_i + d_w
+    traffic += d_o
+    traffic -= np.maximum(np.maximum(d_i, d_w), d_o)
+    traffic += in_pass + (w_once + out_final)
+    traffic[~fits] = np.inf
     best = traffic.min()
-    tiles = np.multiply.outer(nk, nb)
-    tied = np.flatnonzero(traffic.ravel() <= best)
-    pick = tied[np.argmin(np.broadcast_to(tiles, traffic.shape).ravel()[tied])]
-    o, i, j = np.unravel_index(pick, traffic.shape)
-    if o == 0:
-        in_bytes, w_bytes = float(in_k[i, j]), float(w_k[i, j])
-    else:
-        in_bytes, w_bytes = float(in_r[i, j]), float(w_r[i, j])
+    tiles = np.multiply.outer(ng * nk * nc, n_sp)
+    tied = np.flatnonzero(traffic <= best)
+    pick = tied[np.argmin(tiles.ravel()[tied])]
+    i, j, m = np.unravel_index(pick, traffic.shape)
+    orders = _order_traffic(
+        w_once, float(in_pass[j, m]), spill, int(nk[i]), int(nc[i]), int(n_sp[j, m])
+    )
+    o = min(range(len(ORDERS)), key=lambda x: sum(orders[x]))
+    in_bytes, w_bytes, psum_bytes = orders[o]
+    psum_one_way = psum_bytes / 2
+    in_once = batch * big_c * ib * float(rows_sum[-1] * cols_sum[-1])  # touched, once
     return Tiling(
-        order=_ORDERS[o],
+        order=ORDERS[o],
         kt=int(kt[i]),
+        ct=int(ct[i]),
         et=int(et[j]),
-        k_tiles=int(nk[i]),
+        ft=int(ft[m]),
+        gt=int(gt[i]),
+        k_tiles=int(ng[i] * nk[i]),
+        c_tiles=int(nc[i]),
         row_tiles=int(nb[j]),
+        col_tiles=int(nf[m]),
         input_bytes=in_bytes,
         weight_bytes=w_bytes,
-        output_bytes=float(out_bytes),
-        compulsory_bytes=float(batch * in_once + w_once + out_bytes),
-        glb_bytes_used=float(need[i, j]),
+        output_bytes=float(out_final) + psum_bytes,
+        psum_read_bytes=psum_one_way,
+        psum_write_bytes=psum_one_way,
+        compulsory_bytes=float(in_once + w_once + out_final),
+        glb_bytes_used=float(need[i, j, m]),
     )
 
 
@@ -401,8 +550,8 @@ class SystolicModel(HardwareModel):
         compute_overlapped = compute - hidden
 
         tiling = plan_tiling(layer, acc)
-        dram_read = math.ceil(tiling.input_bytes + tiling.weight_bytes)
-        dram_write = math.ceil(tiling.output_bytes)
+        dram_read = math.ceil(tiling.read_bytes)
+        dram_write = math.ceil(tiling.write_bytes)
         dram_bytes = dram_read + dram_write
         dram_cycles = dram_bytes / self._bytes_per_cycle
         total = max(compute_overlapped, math.ceil(dram_cycles))
@@ -460,13 +609,19 @@ class SystolicModel(HardwareModel):
                 "bound": "memory" if dram_cycles > compute_overlapped else "compute",
                 "order": tiling.order,
                 "kt": tiling.kt,
+                "ct": tiling.ct,
                 "et": tiling.et,
+                "ft": tiling.ft,
+                "groups_per_tile": tiling.gt,
                 "k_tiles": tiling.k_tiles,
+                "c_tiles": tiling.c_tiles,
                 "row_tiles": tiling.row_tiles,
+                "col_tiles": tiling.col_tiles,
                 "glb_bytes_used": tiling.glb_bytes_used,
                 "dram_input_bytes": tiling.input_bytes,
                 "dram_weight_bytes": tiling.weight_bytes,
                 "dram_output_bytes": tiling.output_bytes,
+                "dram_psum_bytes": tiling.psum_read_bytes + tiling.psum_write_bytes,
                 "dram_compulsory_bytes": tiling.compulsory_bytes,
             },
         )

@@ -6,19 +6,22 @@ Public API (all pure functions of their arguments except the two file readers)::
     evaluate_layer(layer, acc) -> LayerCost
     area_mm2(acc, *, weight_bits, input_bits) -> float
     validate_accelerator(acc) -> list[str]             "<field>: <rule>, got <value>" lines
+    validate_gpu(spec) -> list[str]                    the same for a GpuSpec
     read_layers_csv(path) -> list[ConvLayer]           SCALE-Sim topology CSV
-    load_accelerator_yaml(path) -> AcceleratorSpec     yaml.safe_load, defaults from the spec
+    load_accelerator_yaml(path) -> AcceleratorSpec | GpuSpec   yaml.safe_load
 
-Templates implement ``HardwareModel`` (lifecycle and invariants in its docstring);
-``make_model(acc)`` picks the template named by ``acc.template``. For many layers on one
-accelerator, build the model once with ``make_model`` and call its methods.
-Formulas, units and sources: docs/hardware/systolic.md.
+``acc`` is an ``AcceleratorSpec`` (template ``systolic``) or a ``GpuSpec`` (template ``gpu``,
+a roofline GPU baseline). Templates implement ``HardwareModel`` (lifecycle and invariants in
+its docstring); ``make_model(acc)`` picks the template named by ``acc.template``. For many
+layers on one accelerator, build the model once with ``make_model`` and call its methods.
+Formulas, units and sources: docs/hardware/systolic.md, docs/hardware/gpu.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from evaluators.hardware.gpu import GpuRooflineModel, GpuSpec, validate_gpu
 from evaluators.hardware.io import (
     accelerator_yaml_problems,
     load_accelerator_yaml,
@@ -35,6 +38,8 @@ from evaluators.hardware.systolic import (
 from evaluators.specs import AcceleratorSpec, ConvLayer, HardwareReport, LayerCost, SpecError
 
 __all__ = [
+    "GpuRooflineModel",
+    "GpuSpec",
     "HardwareModel",
     "SystolicModel",
     "Tiling",
@@ -48,25 +53,43 @@ __all__ = [
     "plan_tiling",
     "read_layers_csv",
     "validate_accelerator",
+    "validate_gpu",
 ]
 
-MODELS: dict[str, type[HardwareModel]] = {SystolicModel.template: SystolicModel}
+MODELS: dict[str, type[HardwareModel]] = {
+    SystolicModel.template: SystolicModel,
+    GpuRooflineModel.template: GpuRooflineModel,
+}
+# the spec type each template's model takes
+SPEC_TYPES: dict[str, type] = {
+    SystolicModel.template: AcceleratorSpec,
+    GpuRooflineModel.template: GpuSpec,
+}
 
 
-def make_model(acc: AcceleratorSpec) -> HardwareModel:
-    """The template model for ``acc`` (validated).
+def make_model(acc: AcceleratorSpec | GpuSpec) -> HardwareModel:
+    """The template model for ``acc`` (validated): ``SystolicModel`` or ``GpuRooflineModel``.
 
     Raises:
-        SpecError: unknown template or any invalid field (all problems in one message).
+        SpecError: unknown template, a template given the other template's spec type, or any
+            invalid field (all problems in one message).
     """
     cls = MODELS.get(acc.template)
+    if cls is not None and not isinstance(acc, SPEC_TYPES[acc.template]):
+        raise SpecError(
+            f"template: {acc.template!r} takes a {SPEC_TYPES[acc.template].__name__}, "
+            f"got a {type(acc).__name__}"
+        )
     if cls is None:
-        problems = validate_accelerator(acc) or [f"template: unknown, got {acc.template!r}"]
+        problems = validate_gpu(acc) if isinstance(acc, GpuSpec) else validate_accelerator(acc)
+        problems = problems or [f"template: unknown, got {acc.template!r}"]
         raise SpecError("; ".join(problems))
-    return cls(acc)
+    return cls(acc)  # type: ignore[arg-type]
 
 
-def evaluate_network(layers: Sequence[ConvLayer], acc: AcceleratorSpec) -> HardwareReport:
+def evaluate_network(
+    layers: Sequence[ConvLayer], acc: AcceleratorSpec | GpuSpec
+) -> HardwareReport:
     """Price ``layers`` run one after another on ``acc``.
 
     Raises:
@@ -76,13 +99,14 @@ def evaluate_network(layers: Sequence[ConvLayer], acc: AcceleratorSpec) -> Hardw
     return make_model(acc).evaluate_network(layers)
 
 
-def evaluate_layer(layer: ConvLayer, acc: AcceleratorSpec) -> LayerCost:
+def evaluate_layer(layer: ConvLayer, acc: AcceleratorSpec | GpuSpec) -> LayerCost:
     """Price one layer on ``acc`` (raises like ``evaluate_network``)."""
     return make_model(acc).evaluate_layer(layer)
 
 
-def area_mm2(acc: AcceleratorSpec, *, weight_bits: int, input_bits: int) -> float:
-    """Area of ``acc`` in mm^2 with multipliers sized for the given operand widths.
+def area_mm2(acc: AcceleratorSpec | GpuSpec, *, weight_bits: int, input_bits: int) -> float:
+    """Area of ``acc`` in mm^2 with multipliers sized for the given operand widths (a GPU: its
+    die, whatever the widths).
 
     Raises:
         SpecError: invalid accelerator.

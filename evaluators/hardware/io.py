@@ -3,7 +3,8 @@
 Both readers raise ``InputError(path, key, message)`` for anything wrong with the file; the
 key is ``row N: <column>`` (N is the 1-based line number) for the CSV and the YAML key for
 the accelerator file. Nothing in a file is ever executed (YAML goes through
-``yaml.safe_load``).
+``yaml.safe_load``). An accelerator file with ``template: gpu`` becomes a ``GpuSpec``
+(evaluators.hardware.gpu); any other becomes an ``AcceleratorSpec``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ from typing import Any
 
 import yaml
 
+from evaluators.hardware.gpu import (
+    GPU_KEYS,
+    GPU_REQUIRED_KEYS,
+    GPU_TEMPLATE,
+    GpuSpec,
+    check_field,
+)
 from evaluators.hardware.systolic import validate_accelerator
 from evaluators.specs import (
     DATAFLOWS,
@@ -160,7 +168,11 @@ def _parse_float(raw: str) -> float | None:
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(AcceleratorSpec)}
 KNOWN_KEYS = tuple(_DEFAULTS)
-_CHOICES = {"template": TEMPLATES, "dataflow": DATAFLOWS, "dram_type": DRAM_TYPES}
+_CHOICES = {
+    "template": (*TEMPLATES, GPU_TEMPLATE),  # a gpu file never reaches _check_value
+    "dataflow": DATAFLOWS,
+    "dram_type": DRAM_TYPES,
+}
 
 
 def _type_name(v: Any) -> str:
@@ -201,11 +213,12 @@ def _check_value(key: str, v: Any) -> tuple[Any, str | None]:
 
 def accelerator_yaml_problems(
     path: str | os.PathLike[str],
-) -> tuple[AcceleratorSpec | None, list[InputError]]:
+) -> tuple[AcceleratorSpec | GpuSpec | None, list[InputError]]:
     """Parse an accelerator YAML and collect every problem instead of stopping at the first.
 
     Returns ``(spec, [])`` for a valid file and ``(None, problems)`` otherwise (problems in
-    file order). Never raises for a bad file.
+    file order). ``template: gpu`` gives a ``GpuSpec``, anything else an ``AcceleratorSpec``.
+    Never raises for a bad file.
     """
     p = str(path)
     try:
@@ -238,12 +251,19 @@ def accelerator_yaml_problems(
                 f"expected a mapping of accelerator keys ({', '.join(KNOWN_KEYS)}), got {what}",
             )
         ]
+    if data.get("template") == GPU_TEMPLATE:
+        return _gpu_problems(p, data)
     problems: list[InputError] = []
     values: dict[str, Any] = {}
     for key, v in data.items():
         if not isinstance(key, str) or key not in _DEFAULTS:
+            hint = ""
+            if key in GPU_KEYS:
+                hint = f" ({key!r} is a gpu key: a GPU file starts with template: gpu)"
             problems.append(
-                InputError(p, str(key), f"unknown key; known keys: {', '.join(KNOWN_KEYS)}")
+                InputError(
+                    p, str(key), f"unknown key; known keys: {', '.join(KNOWN_KEYS)}{hint}"
+                )
             )
             continue
         value, problem = _check_value(key, v)
@@ -260,6 +280,39 @@ def accelerator_yaml_problems(
     return spec, []
 
 
+def _gpu_problems(p: str, data: dict[Any, Any]) -> tuple[GpuSpec | None, list[InputError]]:
+    """The ``template: gpu`` branch of ``accelerator_yaml_problems``: a ``GpuSpec``.
+
+    Every hardware figure is required (``GPU_REQUIRED_KEYS``); ``name``, ``peak_tops_int4``
+    and ``l2_mib`` are optional. Same error style as the systolic keys.
+    """
+    problems: list[InputError] = []
+    values: dict[str, Any] = {}
+    for key, v in data.items():
+        if not isinstance(key, str) or key not in GPU_KEYS:
+            problems.append(
+                InputError(p, str(key), f"unknown key; known gpu keys: {', '.join(GPU_KEYS)}")
+            )
+            continue
+        value, problem = check_field(key, v)
+        if problem:
+            if isinstance(v, str) and _parse_float(v) is not None:
+                problem += f" (YAML reads {v} as text; write it with a dot, e.g. {float(v)!r})"
+            problems.append(InputError(p, key, problem))
+        else:
+            values[key] = value
+    for key in GPU_REQUIRED_KEYS:
+        if key not in data:
+            problems.append(InputError(p, key, "missing; required for template gpu"))
+    if problems:
+        return None, problems
+    spec = GpuSpec(**values)
+    rest = spec.validate()  # the cross-field rules (idle_w < tdp_w, ...)
+    if rest:
+        return None, [InputError(p, *line.split(": ", 1)) for line in rest]
+    return spec, []
+
+
 def _mark(e: Exception) -> str:
     mark = getattr(e, "problem_mark", None)
     if mark is None:
@@ -267,10 +320,12 @@ def _mark(e: Exception) -> str:
     return f" at line {mark.line + 1}, column {mark.column + 1}"
 
 
-def load_accelerator_yaml(path: str | os.PathLike[str]) -> AcceleratorSpec:
+def load_accelerator_yaml(path: str | os.PathLike[str]) -> AcceleratorSpec | GpuSpec:
     """Load an accelerator YAML (``yaml.safe_load``); absent keys take the spec defaults.
 
     The minimal file is ``{template: systolic, dataflow: ws, pe_rows: 32, pe_cols: 32}``.
+    A file with ``template: gpu`` gives a ``GpuSpec`` and must state every hardware figure
+    (``evaluators.hardware.gpu.GPU_REQUIRED_KEYS``); see docs/hardware/gpu.md.
 
     Raises:
         InputError: for the first problem (unknown key, wrong type, value out of range,

@@ -189,7 +189,7 @@ def test_yaml_unknown_key_lists_known_keys(tmp_path: Path) -> None:
         ("freq_mhz: .nan", "freq_mhz", "got nan"),
         ("freq_mhz: .inf", "freq_mhz", "got inf"),
         ("dataflow: rs", "dataflow", "got 'rs'"),
-        ("template: eyeriss", "template", "got 'eyeriss'"),
+        ("template: maestro", "template", "got 'maestro'"),
         ("dram_type: DDR3", "dram_type", "got 'DDR3'"),
         ("double_buffered: 1", "double_buffered", "got 1 (integer)"),
     ],

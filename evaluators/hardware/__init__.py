@@ -6,21 +6,23 @@ Public API (all pure functions of their arguments except the two file readers)::
     evaluate_layer(layer, acc) -> LayerCost
     area_mm2(acc, *, weight_bits, input_bits) -> float
     validate_accelerator(acc) -> list[str]             "<field>: <rule>, got <value>" lines
-    validate_gpu(spec) -> list[str]                    the same for a GpuSpec
+    validate_gpu(spec) / validate_eyeriss(spec)        the same for a GpuSpec / EyerissSpec
     read_layers_csv(path) -> list[ConvLayer]           SCALE-Sim topology CSV
-    load_accelerator_yaml(path) -> AcceleratorSpec | GpuSpec   yaml.safe_load
+    load_accelerator_yaml(path) -> AnySpec             yaml.safe_load
 
-``acc`` is an ``AcceleratorSpec`` (template ``systolic``) or a ``GpuSpec`` (template ``gpu``,
-a roofline GPU baseline). Templates implement ``HardwareModel`` (lifecycle and invariants in
-its docstring); ``make_model(acc)`` picks the template named by ``acc.template``. For many
-layers on one accelerator, build the model once with ``make_model`` and call its methods.
-Formulas, units and sources: docs/hardware/systolic.md, docs/hardware/gpu.md.
+``acc`` (``AnySpec``) is an ``AcceleratorSpec`` (template ``systolic``), an ``EyerissSpec``
+(template ``eyeriss``, row-stationary) or a ``GpuSpec`` (template ``gpu``, a roofline GPU
+baseline). Templates implement ``HardwareModel`` (lifecycle and invariants in its docstring);
+``make_model(acc)`` picks the template named by ``acc.template``. For many layers on one
+accelerator, build the model once with ``make_model`` and call its methods.
+Formulas, units and sources: docs/hardware/systolic.md, eyeriss.md, gpu.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from evaluators.hardware.eyeriss import EyerissModel, EyerissSpec, validate_eyeriss
 from evaluators.hardware.gpu import GpuRooflineModel, GpuSpec, validate_gpu
 from evaluators.hardware.io import (
     accelerator_yaml_problems,
@@ -38,6 +40,8 @@ from evaluators.hardware.systolic import (
 from evaluators.specs import AcceleratorSpec, ConvLayer, HardwareReport, LayerCost, SpecError
 
 __all__ = [
+    "EyerissModel",
+    "EyerissSpec",
     "GpuRooflineModel",
     "GpuSpec",
     "HardwareModel",
@@ -53,21 +57,26 @@ __all__ = [
     "plan_tiling",
     "read_layers_csv",
     "validate_accelerator",
+    "validate_eyeriss",
     "validate_gpu",
 ]
+
+AnySpec = AcceleratorSpec | GpuSpec | EyerissSpec
 
 MODELS: dict[str, type[HardwareModel]] = {
     SystolicModel.template: SystolicModel,
     GpuRooflineModel.template: GpuRooflineModel,
+    EyerissModel.template: EyerissModel,
 }
 # the spec type each template's model takes
 SPEC_TYPES: dict[str, type] = {
     SystolicModel.template: AcceleratorSpec,
     GpuRooflineModel.template: GpuSpec,
+    EyerissModel.template: EyerissSpec,
 }
 
 
-def make_model(acc: AcceleratorSpec | GpuSpec) -> HardwareModel:
+def make_model(acc: AnySpec) -> HardwareModel:
     """The template model for ``acc`` (validated): ``SystolicModel`` or ``GpuRooflineModel``.
 
     Raises:
@@ -81,14 +90,15 @@ def make_model(acc: AcceleratorSpec | GpuSpec) -> HardwareModel:
             f"got a {type(acc).__name__}"
         )
     if cls is None:
-        problems = validate_gpu(acc) if isinstance(acc, GpuSpec) else validate_accelerator(acc)
+        problems = (acc.validate() if isinstance(acc, (GpuSpec, EyerissSpec))
+                    else validate_accelerator(acc))
         problems = problems or [f"template: unknown, got {acc.template!r}"]
         raise SpecError("; ".join(problems))
     return cls(acc)  # type: ignore[arg-type]
 
 
 def evaluate_network(
-    layers: Sequence[ConvLayer], acc: AcceleratorSpec | GpuSpec
+    layers: Sequence[ConvLayer], acc: AnySpec
 ) -> HardwareReport:
     """Price ``layers`` run one after another on ``acc``.
 
@@ -99,12 +109,12 @@ def evaluate_network(
     return make_model(acc).evaluate_network(layers)
 
 
-def evaluate_layer(layer: ConvLayer, acc: AcceleratorSpec | GpuSpec) -> LayerCost:
+def evaluate_layer(layer: ConvLayer, acc: AnySpec) -> LayerCost:
     """Price one layer on ``acc`` (raises like ``evaluate_network``)."""
     return make_model(acc).evaluate_layer(layer)
 
 
-def area_mm2(acc: AcceleratorSpec | GpuSpec, *, weight_bits: int, input_bits: int) -> float:
+def area_mm2(acc: AnySpec, *, weight_bits: int, input_bits: int) -> float:
     """Area of ``acc`` in mm^2 with multipliers sized for the given operand widths (a GPU: its
     die, whatever the widths).
 

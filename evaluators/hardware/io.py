@@ -4,7 +4,8 @@ Both readers raise ``InputError(path, key, message)`` for anything wrong with th
 key is ``row N: <column>`` (N is the 1-based line number) for the CSV and the YAML key for
 the accelerator file. Nothing in a file is ever executed (YAML goes through
 ``yaml.safe_load``). An accelerator file with ``template: gpu`` becomes a ``GpuSpec``
-(evaluators.hardware.gpu); any other becomes an ``AcceleratorSpec``.
+(evaluators.hardware.gpu), ``template: eyeriss`` an ``EyerissSpec``
+(evaluators.hardware.eyeriss); any other becomes an ``AcceleratorSpec``.
 """
 
 from __future__ import annotations
@@ -13,17 +14,14 @@ import csv
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import yaml
 
-from evaluators.hardware.gpu import (
-    GPU_KEYS,
-    GPU_REQUIRED_KEYS,
-    GPU_TEMPLATE,
-    GpuSpec,
-    check_field,
-)
+from evaluators.hardware import eyeriss, gpu
+from evaluators.hardware.eyeriss import EyerissSpec
+from evaluators.hardware.gpu import GpuSpec
 from evaluators.hardware.systolic import validate_accelerator
 from evaluators.specs import (
     DATAFLOWS,
@@ -169,7 +167,8 @@ def _parse_float(raw: str) -> float | None:
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(AcceleratorSpec)}
 KNOWN_KEYS = tuple(_DEFAULTS)
 _CHOICES = {
-    "template": (*TEMPLATES, GPU_TEMPLATE),  # a gpu file never reaches _check_value
+    "template": (*TEMPLATES, gpu.GPU_TEMPLATE, eyeriss.EYERISS_TEMPLATE),  # never reached
+    # by a gpu or eyeriss file: those go to _template_problems
     "dataflow": DATAFLOWS,
     "dram_type": DRAM_TYPES,
 }
@@ -213,11 +212,12 @@ def _check_value(key: str, v: Any) -> tuple[Any, str | None]:
 
 def accelerator_yaml_problems(
     path: str | os.PathLike[str],
-) -> tuple[AcceleratorSpec | GpuSpec | None, list[InputError]]:
+) -> tuple[AcceleratorSpec | GpuSpec | EyerissSpec | None, list[InputError]]:
     """Parse an accelerator YAML and collect every problem instead of stopping at the first.
 
     Returns ``(spec, [])`` for a valid file and ``(None, problems)`` otherwise (problems in
-    file order). ``template: gpu`` gives a ``GpuSpec``, anything else an ``AcceleratorSpec``.
+    file order). ``template: gpu`` gives a ``GpuSpec``, ``template: eyeriss`` an
+    ``EyerissSpec``, anything else an ``AcceleratorSpec``.
     Never raises for a bad file.
     """
     p = str(path)
@@ -251,15 +251,17 @@ def accelerator_yaml_problems(
                 f"expected a mapping of accelerator keys ({', '.join(KNOWN_KEYS)}), got {what}",
             )
         ]
-    if data.get("template") == GPU_TEMPLATE:
-        return _gpu_problems(p, data)
+    if data.get("template") in _OTHER_TEMPLATES:
+        return _template_problems(p, data, _OTHER_TEMPLATES[data["template"]])
     problems: list[InputError] = []
     values: dict[str, Any] = {}
     for key, v in data.items():
         if not isinstance(key, str) or key not in _DEFAULTS:
             hint = ""
-            if key in GPU_KEYS:
-                hint = f" ({key!r} is a gpu key: a GPU file starts with template: gpu)"
+            for name, other in _OTHER_TEMPLATES.items():
+                if key in other.keys:
+                    hint = f" ({key!r} is a {name} key: such a file starts with template: {name})"
+                    break
             problems.append(
                 InputError(
                     p, str(key), f"unknown key; known keys: {', '.join(KNOWN_KEYS)}{hint}"
@@ -280,33 +282,51 @@ def accelerator_yaml_problems(
     return spec, []
 
 
-def _gpu_problems(p: str, data: dict[Any, Any]) -> tuple[GpuSpec | None, list[InputError]]:
-    """The ``template: gpu`` branch of ``accelerator_yaml_problems``: a ``GpuSpec``.
+@dataclasses.dataclass(frozen=True)
+class _Template:
+    """How to read a file of a template with its own spec type."""
 
-    Every hardware figure is required (``GPU_REQUIRED_KEYS``); ``name``, ``peak_tops_int4``
-    and ``l2_mib`` are optional. Same error style as the systolic keys.
+    spec: type
+    keys: tuple[str, ...]
+    required: tuple[str, ...]  # keys the file must give (no silent defaults)
+    check_field: Callable[[str, Any], tuple[Any, str | None]]
+
+
+_OTHER_TEMPLATES = {
+    gpu.GPU_TEMPLATE: _Template(GpuSpec, gpu.GPU_KEYS, gpu.GPU_REQUIRED_KEYS, gpu.check_field),
+    eyeriss.EYERISS_TEMPLATE: _Template(EyerissSpec, eyeriss.EYERISS_KEYS, (),
+                                        eyeriss.check_field),
+}
+
+
+def _template_problems(p: str, data: dict[Any, Any], t: _Template) -> tuple[Any, list[InputError]]:
+    """The ``template: gpu|eyeriss`` branch of ``accelerator_yaml_problems``: its own spec.
+
+    A gpu file must give every hardware figure (``GPU_REQUIRED_KEYS``); an eyeriss file's
+    absent keys take the Eyeriss chip's values. Same error style as the systolic keys.
     """
+    name = data["template"]
     problems: list[InputError] = []
     values: dict[str, Any] = {}
     for key, v in data.items():
-        if not isinstance(key, str) or key not in GPU_KEYS:
+        if not isinstance(key, str) or key not in t.keys:
             problems.append(
-                InputError(p, str(key), f"unknown key; known gpu keys: {', '.join(GPU_KEYS)}")
+                InputError(p, str(key), f"unknown key; known {name} keys: {', '.join(t.keys)}")
             )
             continue
-        value, problem = check_field(key, v)
+        value, problem = t.check_field(key, v)
         if problem:
             if isinstance(v, str) and _parse_float(v) is not None:
                 problem += f" (YAML reads {v} as text; write it with a dot, e.g. {float(v)!r})"
             problems.append(InputError(p, key, problem))
         else:
             values[key] = value
-    for key in GPU_REQUIRED_KEYS:
+    for key in t.required:
         if key not in data:
-            problems.append(InputError(p, key, "missing; required for template gpu"))
+            problems.append(InputError(p, key, f"missing; required for template {name}"))
     if problems:
         return None, problems
-    spec = GpuSpec(**values)
+    spec = t.spec(**values)
     rest = spec.validate()  # the cross-field rules (idle_w < tdp_w, ...)
     if rest:
         return None, [InputError(p, *line.split(": ", 1)) for line in rest]
@@ -320,12 +340,16 @@ def _mark(e: Exception) -> str:
     return f" at line {mark.line + 1}, column {mark.column + 1}"
 
 
-def load_accelerator_yaml(path: str | os.PathLike[str]) -> AcceleratorSpec | GpuSpec:
+def load_accelerator_yaml(
+    path: str | os.PathLike[str],
+) -> AcceleratorSpec | GpuSpec | EyerissSpec:
     """Load an accelerator YAML (``yaml.safe_load``); absent keys take the spec defaults.
 
     The minimal file is ``{template: systolic, dataflow: ws, pe_rows: 32, pe_cols: 32}``.
     A file with ``template: gpu`` gives a ``GpuSpec`` and must state every hardware figure
-    (``evaluators.hardware.gpu.GPU_REQUIRED_KEYS``); see docs/hardware/gpu.md.
+    (``evaluators.hardware.gpu.GPU_REQUIRED_KEYS``); see docs/hardware/gpu.md. A file with
+    ``template: eyeriss`` gives an ``EyerissSpec`` (absent keys: the Eyeriss chip's values);
+    see docs/hardware/eyeriss.md.
 
     Raises:
         InputError: for the first problem (unknown key, wrong type, value out of range,

@@ -1,0 +1,172 @@
+"""The ``eyeriss`` template against the Eyeriss chip: AlexNet CONV1-5 at batch 4.
+
+Prints per-layer and total latency, MACs, utilization, energy and power for AlexNet CONV1-5
+(``experiments/layers/alexnet_conv.csv``; the grouped layers are one row per group) on
+``experiments/accelerators/eyeriss_like.yaml``, then frames/s and chip milliwatts against the
+measured anchor (Chen et al., JSSC 2017: 35 frames/s at 278 mW, batch 4, 200 MHz, chip power
+without DRAM) with the ratio and whether it is within +-30 %, and the speed of the model.
+
+    python benchmarks/eyeriss_anchor.py [--accelerator A.yaml] [--layers L.csv] [--batch 4]
+                                        [--repeat 50]
+
+Needs only numpy and pyyaml (``evaluators.hardware``; nothing imports torch). The YAML reader
+here is a small stand-in until the project's accelerator reader knows ``template: eyeriss``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from evaluators.hardware import read_layers_csv  # noqa: E402
+from evaluators.hardware.eyeriss import (  # noqa: E402
+    EyerissModel,
+    EyerissSpec,
+    chip_power_w,
+)
+from evaluators.specs import ConvLayer, LayerCost, SpecError  # noqa: E402
+
+# Chen et al., JSSC 2017 (abstract): AlexNet CONV layers, batch 4: 35 frames/s at 278 mW
+# (chip power, DRAM not included), 0.0029 DRAM accesses (16-bit words) per MAC.
+ANCHOR_FPS = 35.0
+ANCHOR_MW = 278.0
+ANCHOR_DRAM_ACCESS_PER_MAC = 0.0029
+ANCHOR_BATCH = 4
+TOLERANCE = 0.30
+
+
+def load_spec(path: Path) -> EyerissSpec:
+    """A ``template: eyeriss`` YAML file as an ``EyerissSpec`` (yaml.safe_load; validated)."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping of eyeriss keys, got {type(data).__name__}")
+    spec = EyerissSpec.from_dict(data)
+    problems = spec.validate()
+    if problems:
+        raise SpecError(f"{path}: " + "; ".join(problems))
+    return spec
+
+
+def alexnet_layers(csv: Path, spec: EyerissSpec, batch: int) -> list[ConvLayer]:
+    bits = spec.word_bits
+    return [
+        dataclasses.replace(
+            layer, batch=batch, weight_bits=bits, input_bits=bits, output_bits=bits
+        )
+        for layer in read_layers_csv(csv)
+    ]
+
+
+def _merge(costs: tuple[LayerCost, ...]) -> list[tuple[str, LayerCost]]:
+    """Per network layer: the rows of one grouped layer (``Conv2_g1``, ``Conv2_g2``) summed."""
+    merged: dict[str, LayerCost] = {}
+    for c in costs:
+        key = re.sub(r"_g\d+$", "", c.name)
+        merged[key] = merged[key] + c if key in merged else c
+    return list(merged.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--accelerator", type=Path,
+                    default=REPO / "experiments/accelerators/eyeriss_like.yaml")
+    ap.add_argument("--layers", type=Path, default=REPO / "experiments/layers/alexnet_conv.csv")
+    ap.add_argument("--batch", type=int, default=ANCHOR_BATCH)
+    ap.add_argument("--repeat", type=int, default=50, help="timing repeats (warm)")
+    args = ap.parse_args(argv)
+
+    spec = load_spec(args.accelerator)
+    layers = alexnet_layers(args.layers, spec, args.batch)
+    t0 = time.perf_counter()
+    model = EyerissModel(spec)
+    report = model.evaluate_network(layers)
+    cold_ms = (time.perf_counter() - t0) * 1e3
+    t0 = time.perf_counter()
+    for _ in range(args.repeat):
+        EyerissModel(spec).evaluate_network(layers)
+    warm_ms = (time.perf_counter() - t0) * 1e3 / max(1, args.repeat)
+
+    f_hz = spec.freq_mhz * 1e6
+    print(f"accelerator: {args.accelerator.relative_to(REPO)}  "
+          f"({spec.pe_rows}x{spec.pe_cols} PEs, {spec.glb_kib:g} KiB GLB, "
+          f"{spec.word_bits}-bit, {spec.freq_mhz:g} MHz, {spec.dram_gbps:g} GB/s "
+          f"{spec.dram_type}, mapper_objective={spec.mapper_objective})")
+    print(f"layers: {args.layers.relative_to(REPO)}  batch {args.batch}\n")
+    head = (f"{'row':<9} {'MMACs':>7} {'act.PEs':>7} {'map.util':>8} {'util':>5} {'ms':>7} "
+            f"{'uJ':>8} {'chip mW':>7} {'pJ/MAC':>6} {'DRAM KB':>8} {'bound':>7}  mapping")
+    print(head)
+    print("-" * len(head))
+    for c in report.layers:
+        mp = c.mapping
+        chip_uj = (c.energy_pj - c.dram_energy_pj) * 1e-6
+        desc = (f"e={mp['set_cols']} r={mp['sets_c']} t={mp['sets_k']} p={mp['p']} "
+                f"q={mp['q']} kb={mp['k_blocks']} cb={mp['c_blocks']} n={mp['tile_images']} "
+                f"rows={mp['tile_rows']} tiles={mp['spatial_tiles']} "
+                f"{'res' if mp['ifmap_resident'] else 'str'}")
+        print(f"{c.name:<9} {c.macs / 1e6:7.1f} {mp['avg_active_pes']:7.1f} "
+              f"{c.mapping_utilization:8.3f} {c.utilization:5.3f} {c.latency_ms:7.2f} "
+              f"{c.energy_pj * 1e-6:8.1f} {chip_uj / c.latency_ms:7.1f} "
+              f"{c.energy_pj / c.macs:6.2f} "
+              f"{(c.dram_read_bytes + c.dram_write_bytes) / 1024:8.0f} {mp['bound']:>7}  {desc}")
+
+    print("\nper network layer (groups summed):")
+    print(f"{'layer':<7} {'MMACs':>7} {'act.PEs':>7} {'ms':>7} {'chip mW':>7} {'DRAM MB':>8}")
+    for name, c in _merge(report.layers):
+        chip_uj = (c.energy_pj - c.dram_energy_pj) * 1e-6
+        print(f"{name:<7} {c.macs / 1e6:7.1f} {c.macs / c.compute_cycles:7.1f} "
+              f"{c.latency_ms:7.2f} {chip_uj / c.latency_ms:7.1f} "
+              f"{(c.dram_read_bytes + c.dram_write_bytes) / 1e6:8.2f}")
+
+    t = report.total
+    seconds = t.latency_ms * 1e-3
+    fps = args.batch / seconds
+    chip_mw = chip_power_w(report) * 1e3
+    dram_bytes = t.dram_read_bytes + t.dram_write_bytes
+    words_per_mac = dram_bytes / (spec.word_bits / 8) / t.macs
+    chip_pj = t.energy_pj - t.dram_energy_pj
+    print(f"\ntotal (batch {args.batch}):")
+    print(f"  MACs            {t.macs:,} ({t.macs / args.batch / 1e6:.1f} M per image)")
+    print(f"  latency         {t.latency_ms:.2f} ms ({t.total_cycles:,} cycles at "
+          f"{f_hz / 1e6:g} MHz; compute {t.compute_cycles:,})")
+    print(f"  utilization     {t.utilization:.3f} (mapping {t.mapping_utilization:.3f}; "
+          f"{t.macs / t.compute_cycles:.1f} of {model.num_pes} PEs busy on average)")
+    noc_pj = sum(c.mapping["noc_energy_pj"] for c in report.layers)
+    print(f"  energy          {t.energy_pj * 1e-6:.1f} uJ = {t.energy_pj / t.macs:.2f} pJ/MAC "
+          f"(MAC {t.mac_energy_pj / t.macs:.2f}, spads {t.rf_energy_pj / t.macs:.2f}, "
+          f"GLB+NoC {t.glb_energy_pj / t.macs:.2f} [GLB {(t.glb_energy_pj - noc_pj) / t.macs:.2f}"
+          f", NoC {noc_pj / t.macs:.2f}], DRAM {t.dram_energy_pj / t.macs:.2f})")
+    print(f"  chip energy     {chip_pj * 1e-6:.1f} uJ = {chip_pj / t.macs:.2f} pJ/MAC (no DRAM)")
+    print(f"  DRAM            {dram_bytes / 1e6:.2f} MB = {words_per_mac:.4f} word accesses/MAC "
+          f"(chip: {ANCHOR_DRAM_ACCESS_PER_MAC}, with run-length compression)")
+    print(f"  power           chip {chip_mw:.1f} mW, with DRAM {report.power_w * 1e3:.1f} mW")
+    print(f"  area            {report.area_mm2:.2f} mm^2 at {spec.process_nm} nm (lower bound: "
+          f"no NoC, control, clock tree or I/O)")
+
+    print("\nanchor (Chen et al., JSSC 2017; AlexNet CONV1-5, batch 4, 200 MHz):")
+    rows = (("frames/s", fps, ANCHOR_FPS), ("chip mW", chip_mw, ANCHOR_MW))
+    for what, model_v, chip_v in rows:
+        ratio = model_v / chip_v
+        ok = abs(ratio - 1) <= TOLERANCE
+        print(f"  {what:<9} model {model_v:8.1f}  chip {chip_v:6.1f}  ratio {ratio:5.2f}  "
+              f"{'within' if ok else 'OUTSIDE'} +-{TOLERANCE:.0%}")
+    if args.batch != ANCHOR_BATCH:
+        print(f"  (the anchor was measured at batch {ANCHOR_BATCH}; this run used {args.batch})")
+
+    print(f"\nmodel speed: {cold_ms:.2f} ms per network on the first call (cold shape caches), "
+          f"{warm_ms:.2f} ms warm (mean of {args.repeat}); {len(layers)} layer rows, "
+          f"{warm_ms / len(layers) * 1e3:.0f} us per row")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -350,7 +350,7 @@ def test_validate_lists_every_problem_and_cross_field_rules() -> None:
 
 
 def test_the_model_takes_only_an_eyeriss_spec() -> None:
-    with pytest.raises(SpecError, match="takes an EyerissSpec"):
+    with pytest.raises(SpecError, match="takes a EyerissSpec"):
         EyerissModel(AcceleratorSpec())  # type: ignore[arg-type]
     with pytest.raises(SpecError, match=r"bogus: unknown key; known eyeriss keys: pe_rows"):
         EyerissSpec.from_dict({"bogus": 1})

@@ -318,9 +318,9 @@ def test_make_model_dispatches_on_the_template_and_spec_type() -> None:
     assert MODELS["gpu"] is GpuRooflineModel and MODELS["systolic"] is SystolicModel
     assert isinstance(make_model(SPEC), GpuRooflineModel)
     assert isinstance(make_model(AcceleratorSpec()), SystolicModel)
-    with pytest.raises(SpecError, match="template: 'gpu' takes a GpuSpec, got a AcceleratorSpec"):
+    with pytest.raises(SpecError, match="the 'gpu' model takes a GpuSpec, got AcceleratorSpec"):
         make_model(AcceleratorSpec(template="gpu"))
-    with pytest.raises(SpecError, match="template: 'systolic' takes a AcceleratorSpec"):
+    with pytest.raises(SpecError, match="template: the 'systolic' model takes a AcceleratorSpec"):
         make_model(dataclasses.replace(SPEC, template="systolic"))
     with pytest.raises(SpecError, match="takes a GpuSpec"):
         GpuRooflineModel(AcceleratorSpec())  # type: ignore[arg-type]

@@ -598,17 +598,10 @@ class EyerissModel(HardwareModel):
     """
 
     template = EYERISS_TEMPLATE
+    spec_type = EyerissSpec
 
-    def __init__(self, acc: EyerissSpec) -> None:  # replaces the systolic spec check of the base
-        if not isinstance(acc, EyerissSpec):
-            raise SpecError(
-                f"template: the {EYERISS_TEMPLATE!r} model takes an EyerissSpec "
-                f"(evaluators.hardware.eyeriss), got {type(acc).__name__}"
-            )
-        problems = acc.validate()
-        if problems:
-            raise SpecError("; ".join(problems))
-        self.acc = acc  # type: ignore[assignment]  # the base class types it AcceleratorSpec
+    def __init__(self, acc: EyerissSpec) -> None:
+        super().__init__(acc)
         self.spec = acc
         self.num_pes = acc.num_pes
         self.energies = AccessEnergies.of(acc)

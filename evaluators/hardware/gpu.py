@@ -217,17 +217,10 @@ class GpuRooflineModel(HardwareModel):
     """
 
     template = GPU_TEMPLATE
+    spec_type = GpuSpec
 
-    def __init__(self, acc: GpuSpec) -> None:  # replaces the systolic spec check of the base
-        if not isinstance(acc, GpuSpec):
-            raise SpecError(
-                f"template: the {GPU_TEMPLATE!r} model takes a GpuSpec "
-                f"(evaluators.hardware.gpu), got {type(acc).__name__}"
-            )
-        problems = acc.validate()
-        if problems:
-            raise SpecError("; ".join(problems))
-        self.acc = acc  # type: ignore[assignment]  # the base class types it AcceleratorSpec
+    def __init__(self, acc: GpuSpec) -> None:
+        super().__init__(acc)
         self.spec = acc
         self._bytes_per_s = acc.dram_gbps * 1e9 * acc.bandwidth_efficiency
         self._p_dyn_w = acc.tdp_w - acc.idle_w - dram_power_w(acc)  # > 0 by validate()

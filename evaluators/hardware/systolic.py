@@ -140,9 +140,14 @@ class HardwareModel(ABC):
     """
 
     template: ClassVar[str]
+    spec_type: ClassVar[type] = AcceleratorSpec  # the spec class this template is built from
 
-    def __init__(self, acc: AcceleratorSpec) -> None:
-        problems = validate_accelerator(acc)
+    def __init__(self, acc: Any) -> None:
+        if not isinstance(acc, self.spec_type):
+            raise SpecError(f"template: the {self.template!r} model takes a "
+                            f"{self.spec_type.__name__}, got {type(acc).__name__}")
+        problems = (validate_accelerator(acc) if isinstance(acc, AcceleratorSpec)
+                    else acc.validate())
         if not problems and acc.template != self.template:
             problems.append(f"template: this model is {self.template!r}, got {acc.template!r}")
         if problems:

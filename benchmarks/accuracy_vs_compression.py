@@ -24,7 +24,7 @@ import numpy as np
 
 from evaluators.specs import NetworkSpec, StageSpec, TaskSpec
 from evaluators.training import extract_layers, train
-from evaluators.training.model import nm_keep, state_shapes, warm_start_score
+from evaluators.training.model import closest_source, nm_keep, state_shapes
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = (StageSpec(1, 32, 3, 1), StageSpec(2, 64, 3, 2))
@@ -101,19 +101,17 @@ def fidelity(args: argparse.Namespace) -> None:
     nets = [cfg.space.decode(study.ask(cfg.space.distributions()).params).network
             for _ in range(args.designs)]
     cold, warm, long_ = [], [], []
-    trained: list[tuple[NetworkSpec, dict, float, bytes]] = []  # the warm runs so far
+    sources: list[tuple[NetworkSpec, dict, float]] = []  # the warm runs so far
+    weights: list[bytes] = []
     for net in nets:
         cold.append(train(net, TaskSpec(epochs=brief, seed=0)).val_accuracy)
         long_.append(train(net, TaskSpec(epochs=5 * brief, seed=0)).val_accuracy)
-        target = state_shapes(net, factorized=False)
-        # as the driver picks: most shared elements, then higher accuracy, then the earliest
-        scored = [(warm_start_score(src, shapes, net, target), acc, -i)
-                  for i, (src, shapes, acc, _) in enumerate(trained)]
-        best = max(scored, default=(0, 0.0, 0))
-        init = trained[-best[2]][3] if best[0] > 0 else None
+        best = closest_source(net, sources)  # what the driver picks
+        init = weights[best] if best is not None else None
         report = train(net, TaskSpec(epochs=brief, seed=0, warm_start="closest"), init)
         warm.append(report.val_accuracy)
-        trained.append((net, state_shapes(net), report.val_accuracy, report.state_dict))
+        sources.append((net, state_shapes(net), report.val_accuracy))
+        weights.append(report.state_dict)
     print(f"\nbrief-training fidelity over {len(nets)} random quickstart designs "
           f"({brief} vs {5 * brief} epochs):")
     print(f"  Spearman, cold start: {spearman(cold, long_):.3f}  "

@@ -152,7 +152,9 @@ class WarmStarts:
 
     def __init__(self, study: optuna.Study, cfg: ExperimentConfig) -> None:
         self.mode = cfg.task.warm_start
-        self._sources: list[tuple[str, Any, dict[str, tuple[int, ...]], float, str]] = []
+        self._sources: list[tuple[Any, dict[str, tuple[int, ...]], float]] = []
+        self._sources_at: list[tuple[str, str]] = []  # (training key, weights path) of each
+        self._keys: set[str] = set()
         self._checkpoint: bytes | None = None
         if self.mode == "checkpoint":
             self._checkpoint = _read_checkpoint(cfg.task.warm_start_checkpoint or "")
@@ -166,13 +168,14 @@ class WarmStarts:
             return
         path, design, key = attrs.get(A + "weights"), attrs.get(A + "design"), \
             attrs.get(A + "training_key")
-        if not (path and design and key) or any(k == key for k, *_ in self._sources):
+        if not (path and design and key) or key in self._keys:
             return
         from evaluators.training.model import state_shapes
 
         net = DesignPoint.from_dict(design).network
-        self._sources.append((key, net, state_shapes(net), float(attrs.get(A + "accuracy", 0)),
-                              path))
+        self._sources.append((net, state_shapes(net), float(attrs.get(A + "accuracy", 0))))
+        self._sources_at.append((key, path))
+        self._keys.add(key)
 
     def pick(self, network: Any) -> tuple[bytes | None, str | None]:
         """(weights bytes, where they come from) for training ``network``, or (None, None)."""
@@ -180,29 +183,27 @@ class WarmStarts:
             return self._checkpoint, "checkpoint"
         if self.mode != "closest" or not self._sources:
             return None, None
-        from evaluators.training.model import state_shapes, warm_start_score
+        from evaluators.training.model import closest_source
 
-        target = state_shapes(network, factorized=False)  # training starts dense
-        scored = [(warm_start_score(net, shapes, network, target), acc, -i, key, path)
-                  for i, (key, net, shapes, acc, path) in enumerate(self._sources)]
-        best = max(scored)
-        if best[0] == 0:
+        best = closest_source(network, self._sources)
+        if best is None:
             return None, None
+        key, path = self._sources_at[best]
         try:
-            return Path(best[4]).read_bytes(), best[3]
+            return Path(path).read_bytes(), key
         except OSError as e:
-            log.warning("warm start: cannot read %s (%s); training from scratch", best[4], e)
+            log.warning("warm start: cannot read %s (%s); training from scratch", path, e)
             return None, None
 
 
 def _read_checkpoint(path: str) -> bytes:
     """The warm-start checkpoint's bytes, checked to be a state dict (nothing in it runs)."""
     from evaluators.specs import SpecError
-    from evaluators.training.loop import _load_state
+    from evaluators.training.loop import read_state_dict
 
     try:
         data = Path(path).read_bytes()
-        _load_state(data, "the file")
+        read_state_dict(data, "the file")
     except (OSError, SpecError) as e:
         raise CodesignError(f"task.warm_start_checkpoint: {path}: {e}") from None
     return data

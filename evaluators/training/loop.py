@@ -54,7 +54,7 @@ from evaluators.training.model import (
     validate_spec,
 )
 
-__all__ = ["evaluate_accuracy", "resolve_device", "train", "warm_start"]
+__all__ = ["evaluate_accuracy", "read_state_dict", "resolve_device", "train", "warm_start"]
 
 _WARMUP_FRACTION = 0.05
 _EVAL_BATCH = 1024
@@ -181,7 +181,13 @@ def _state_bytes(model: nn.Module) -> bytes:
     return buf.getvalue()
 
 
-def _load_state(data: bytes, what: str) -> dict[str, torch.Tensor]:
+def read_state_dict(data: bytes, what: str) -> dict[str, torch.Tensor]:
+    """``torch.save`` bytes -> a state dict, loaded with ``weights_only=True`` (nothing in it
+    runs); a ``{"state_dict": ...}`` wrapper is unwrapped.
+
+    Raises:
+        SpecError: ``<what> is not a readable torch state dict (...)`` / ``is not a state dict``.
+    """
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # malformed bytes, or a pickle that is not plain tensors
@@ -206,7 +212,7 @@ def warm_start(model: nn.Module, data: bytes) -> int:
         SpecError: ``data`` is not a state dict (loaded with ``weights_only=True``: no code in
             it can run).
     """
-    source = _load_state(data, "warm-start weights")
+    source = read_state_dict(data, "warm-start weights")
     own = model.state_dict()
     matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(matched, strict=False)
@@ -324,7 +330,7 @@ def evaluate_accuracy(spec: NetworkSpec, task: TaskSpec, state_dict: bytes,
     with _threads(task.num_threads):
         splits = load_splits(task)
         model = build_model(spec)
-        weights = _load_state(state_dict, "state_dict")
+        weights = read_state_dict(state_dict, "state_dict")
         try:
             model.load_state_dict(weights)
         except RuntimeError as e:  # a state dict of another network

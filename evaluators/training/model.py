@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -49,6 +50,7 @@ __all__ = [
     "QLinear",
     "apply_pruning",
     "build_model",
+    "closest_source",
     "extract_layers",
     "factorize",
     "head",
@@ -206,6 +208,11 @@ class BlockPlan:
     post: str = "none"
     a_bits: int = 8
 
+    @property
+    def all_convs(self) -> tuple[ConvPlan, ...]:
+        """The main convs, then the shortcut conv (the order the module runs them in)."""
+        return (*self.convs, *((self.shortcut,) if self.shortcut else ()))
+
 
 def kept_channels(width: int, spec: NetworkSpec) -> int:
     """Output channels a prunable conv keeps under ``spec``'s structured pruning."""
@@ -330,19 +337,29 @@ def plan(spec: NetworkSpec, *, pruned: bool = False, factorized: bool = True
     return tuple(out)
 
 
-def head(spec: NetworkSpec, *, pruned: bool = False, factorized: bool = True) -> ConvPlan:
-    """The classifier as a 1x1 conv on the pooled features (logits keep at least 8 bits)."""
+def head(spec: NetworkSpec, blocks: tuple[BlockPlan, ...], *, factorized: bool = True
+         ) -> ConvPlan:
+    """The classifier as a 1x1 conv on the pooled output of ``blocks`` (:func:`plan` of the
+    same ``spec``); the logits keep at least 8 bits."""
     last = len(spec.stages) - 1
     w_bits, a_bits = spec.stage_bits(last)
     if spec.last_layer_bits is not None:
         w_bits = spec.last_layer_bits
-    cin = plan(spec, pruned=pruned, factorized=False)[-1].convs[-1].cout
+    cin = blocks[-1].convs[-1].cout
     fc = ConvPlan("fc", cin, spec.num_classes, 1, 1, 1, 1, "none", False, a_bits, w_bits,
                   max(a_bits, 8))
     if factorized and spec.rank_ratio < 1.0:
         full = spec.stages[-1].width
         fc = replace(fc, ranks=low_rank(full, spec.num_classes, 1, 1, spec.rank_ratio))
     return fc
+
+
+def _svd_split(matrix: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank-``r`` truncated SVD of ``matrix`` (``out x in``) as ``(first, second)`` with
+    ``second @ first`` its best rank-``r`` approximation, ``sqrt(S)`` split between them."""
+    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+    root = s[:r].sqrt()
+    return root[:, None] * vh[:r], u[:, :r] * root
 
 
 class LowRankConv(nn.Sequential):
@@ -381,10 +398,9 @@ class LowRankConv(nn.Sequential):
         convs = self.convs
         if len(self.ranks) == 1:
             (r,) = self.ranks
-            u, s, vh = torch.linalg.svd(w.reshape(cout, cin), full_matrices=False)
-            root = s[:r].sqrt()
-            convs[0].weight.copy_((root[:, None] * vh[:r]).reshape(r, cin, 1, 1))
-            convs[1].weight.copy_((u[:, :r] * root).reshape(cout, r, 1, 1))
+            first, second = _svd_split(w.reshape(cout, cin), r)
+            convs[0].weight.copy_(first.reshape(r, cin, 1, 1))
+            convs[1].weight.copy_(second.reshape(cout, r, 1, 1))
             return
         r_in, r_out = self.ranks
         u_out = torch.linalg.svd(w.reshape(cout, -1), full_matrices=False)[0][:, :r_out]
@@ -408,11 +424,9 @@ class LowRankLinear(nn.Sequential):
 
     @torch.no_grad()
     def init_from(self, dense: nn.Linear) -> None:
-        (r,) = self.ranks
-        u, s, vh = torch.linalg.svd(dense.weight.detach().float(), full_matrices=False)
-        root = s[:r].sqrt()
-        self[0].weight.copy_(root[:, None] * vh[:r])
-        self[2].weight.copy_(u[:, :r] * root)
+        first, second = _svd_split(dense.weight.detach().float(), self.ranks[0])
+        self[0].weight.copy_(first)
+        self[2].weight.copy_(second)
         self[2].bias.copy_(dense.bias.detach())
 
 
@@ -477,14 +491,15 @@ class Network(nn.Module):
 
     def __init__(self, spec: NetworkSpec, factorized: bool = True) -> None:
         super().__init__()
+        planned = plan(spec, factorized=factorized)
         blocks: OrderedDict[str, nn.Module] = OrderedDict()
-        for b in plan(spec, factorized=factorized):
+        for b in planned:
             blocks[b.name] = (ConvUnit(b.convs[0]) if spec.family == "plain_cnn"
                               or b.name == "stem" else Block(b, spec))
         self.features = nn.Sequential(blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         # full width: pruned channels are masked, not removed
-        fc = head(spec, factorized=factorized)
+        fc = head(spec, planned, factorized=factorized)
         self.classifier: nn.Module = (LowRankLinear(fc) if fc.ranks else
                                       QLinear(fc.cin, fc.cout, weight_bits=fc.w_bits))
 
@@ -526,6 +541,26 @@ def warm_start_score(source: NetworkSpec, source_shapes: dict[str, tuple[int, ..
     return shared_elements(source_shapes, target_shapes)
 
 
+def closest_source(
+    target: NetworkSpec,
+    sources: Sequence[tuple[NetworkSpec, dict[str, tuple[int, ...]], float]],
+) -> int | None:
+    """Index of the trained network to warm-start ``target`` from (``task.warm_start:
+    closest``), or ``None`` when none shares a weight element with it.
+
+    ``sources``: ``(spec, state_shapes(spec), validation accuracy)`` of each trained network,
+    in training order. Best :func:`warm_start_score` against ``target``'s fresh (dense) module;
+    ties go to the higher accuracy, then the earlier training.
+    """
+    if not sources:
+        return None
+    target_shapes = state_shapes(target, factorized=False)  # training starts dense
+    scored = [(warm_start_score(spec, shapes, target, target_shapes), acc, -i)
+              for i, (spec, shapes, acc) in enumerate(sources)]
+    best = max(scored)
+    return -best[2] if best[0] > 0 else None
+
+
 def factorize(model: Network, spec: NetworkSpec) -> int:
     """Replace the dense layers ``spec.rank_ratio`` factorizes by low-rank factors initialized
     from their current weights (truncated SVD / Tucker-2). Returns the number replaced.
@@ -534,8 +569,8 @@ def factorize(model: Network, spec: NetworkSpec) -> int:
     """
     if spec.rank_ratio >= 1.0:
         return 0
-    ranked = {c.name: c for b in plan(spec) for c in (*b.convs, *((b.shortcut,)
-                                                                   if b.shortcut else ()))}
+    planned = plan(spec)
+    ranked = {c.name: c for b in planned for c in b.all_convs}
     n = 0
     for unit in [m for m in model.modules() if isinstance(m, ConvUnit)]:
         c = ranked[unit.plan.name]
@@ -545,7 +580,7 @@ def factorize(model: Network, spec: NetworkSpec) -> int:
             low.init_from(dense.weight)
             unit.conv, unit.plan = low, c
             n += 1
-    fc = head(spec)
+    fc = head(spec, planned)
     if fc.ranks and not isinstance(model.classifier, LowRankLinear):
         dense_fc = model.classifier
         low_fc = LowRankLinear(fc).to(dense_fc.weight.device)
@@ -671,9 +706,9 @@ def extract_layers(spec: NetworkSpec, input_hw: int | None = None) -> tuple[Conv
         density = nm_keep(spec) / 4.0 if spec.prune_ratio > 0 else 1.0
     else:  # structured: the layers themselves are smaller, what is left is dense
         density = 1.0
-    convs = [c for b in plan(spec, pruned=True)
-             for c in (*b.convs, *((b.shortcut,) if b.shortcut else ()))]
-    convs.append(head(spec, pruned=True))
+    planned = plan(spec, pruned=True)
+    convs = [c for b in planned for c in b.all_convs]
+    convs.append(head(spec, planned))
     return tuple(
         ConvLayer(
             name=f.name,

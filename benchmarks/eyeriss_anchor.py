@@ -9,8 +9,7 @@ without DRAM) with the ratio and whether it is within +-30 %, and the speed of t
     python benchmarks/eyeriss_anchor.py [--accelerator A.yaml] [--layers L.csv] [--batch 4]
                                         [--repeat 50]
 
-Needs only numpy and pyyaml (``evaluators.hardware``; nothing imports torch). The YAML reader
-here is a small stand-in until the project's accelerator reader knows ``template: eyeriss``.
+Needs only numpy and pyyaml (``evaluators.hardware``; nothing imports torch).
 """
 
 from __future__ import annotations
@@ -22,13 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from evaluators.hardware import read_layers_csv  # noqa: E402
+from evaluators.hardware import load_accelerator_yaml, read_layers_csv  # noqa: E402
 from evaluators.hardware.eyeriss import (  # noqa: E402
     EyerissModel,
     EyerissSpec,
@@ -46,14 +43,15 @@ TOLERANCE = 0.30
 
 
 def load_spec(path: Path) -> EyerissSpec:
-    """A ``template: eyeriss`` YAML file as an ``EyerissSpec`` (yaml.safe_load; validated)."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a mapping of eyeriss keys, got {type(data).__name__}")
-    spec = EyerissSpec.from_dict(data)
-    problems = spec.validate()
-    if problems:
-        raise SpecError(f"{path}: " + "; ".join(problems))
+    """A ``template: eyeriss`` YAML file as an ``EyerissSpec`` (``load_accelerator_yaml``).
+
+    Raises:
+        InputError: a bad file (see ``load_accelerator_yaml``).
+        SpecError: a valid file of another template.
+    """
+    spec = load_accelerator_yaml(path)
+    if not isinstance(spec, EyerissSpec):
+        raise SpecError(f"{path}: template: must be eyeriss, got {spec.template!r}")
     return spec
 
 

@@ -23,7 +23,6 @@ from evaluators.hardware.eyeriss import (
     check_field,
     chip_power_w,
     plan_row_stationary,
-    validate_eyeriss,
 )
 from evaluators.specs import AcceleratorSpec, ConvLayer, InfeasibleDesign, SpecError
 
@@ -329,7 +328,7 @@ def test_validate_catches_bad_integer_sizes(field: str, bad: object) -> None:
 @pytest.mark.parametrize("field", ["glb_kib", "dram_gbps", "freq_mhz"])
 @pytest.mark.parametrize("bad", [0, -1.0, math.inf, math.nan, "108"])
 def test_validate_catches_bad_positive_numbers(field: str, bad: object) -> None:
-    problems = validate_eyeriss(EyerissSpec(**{field: bad}))
+    problems = EyerissSpec(**{field: bad}).validate()
     assert any(p.startswith(f"{field}: must be a finite number > 0, got {bad!r}")
                for p in problems), problems
 

@@ -22,7 +22,6 @@ from evaluators.hardware import (
     load_accelerator_yaml,
     make_model,
     read_layers_csv,
-    validate_gpu,
 )
 from evaluators.hardware.gpu import GPU_KEYS, GPU_REQUIRED_KEYS, dram_power_w
 from evaluators.specs import AcceleratorSpec, ConvLayer, InputError, SpecError
@@ -329,7 +328,7 @@ def test_make_model_dispatches_on_the_template_and_spec_type() -> None:
 def test_invalid_spec_lists_every_problem() -> None:
     bad = dataclasses.replace(SPEC, dram_gbps=-1.0, efficiency=0.0, name="",
                               peak_tops_int4=float("nan"), tdp_w="400")  # type: ignore[arg-type]
-    lines = validate_gpu(bad)
+    lines = bad.validate()
     assert [line.split(":")[0] for line in lines] == [
         "dram_gbps", "efficiency", "tdp_w", "peak_tops_int4", "name"
     ]
@@ -342,12 +341,12 @@ def test_invalid_spec_lists_every_problem() -> None:
 
 
 def test_cross_field_power_rules() -> None:
-    assert validate_gpu(dataclasses.replace(SPEC, idle_w=400.0)) == [
+    assert dataclasses.replace(SPEC, idle_w=400.0).validate() == [
         "idle_w: must be below tdp_w (400), got 400.0"
     ]
-    (line,) = validate_gpu(dataclasses.replace(SPEC, idle_w=350.0))  # + 63.6 W of HBM
+    (line,) = dataclasses.replace(SPEC, idle_w=350.0).validate()  # + 63.6 W of HBM
     assert line.startswith("tdp_w: must exceed idle_w + DRAM power at full bandwidth (350 + ")
-    assert validate_gpu(SPEC) == []
+    assert SPEC.validate() == []
 
 
 # --------------------------------------------------------------------------- YAML

@@ -6,7 +6,7 @@ Public API (all pure functions of their arguments except the two file readers)::
     evaluate_layer(layer, acc) -> LayerCost
     area_mm2(acc, *, weight_bits, input_bits) -> float
     validate_accelerator(acc) -> list[str]             "<field>: <rule>, got <value>" lines
-    validate_gpu(spec) / validate_eyeriss(spec)        the same for a GpuSpec / EyerissSpec
+    GpuSpec.validate() / EyerissSpec.validate()        the same for those specs
     read_layers_csv(path) -> list[ConvLayer]           SCALE-Sim topology CSV
     load_accelerator_yaml(path) -> AnySpec             yaml.safe_load
 
@@ -22,22 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from evaluators.hardware.eyeriss import EyerissModel, EyerissSpec, validate_eyeriss
-from evaluators.hardware.gpu import GpuRooflineModel, GpuSpec, validate_gpu
+from evaluators.hardware.base import HardwareModel, layer_problems
+from evaluators.hardware.eyeriss import EyerissModel, EyerissSpec
+from evaluators.hardware.gpu import GpuRooflineModel, GpuSpec
 from evaluators.hardware.io import (
     accelerator_yaml_problems,
     load_accelerator_yaml,
     read_layers_csv,
 )
-from evaluators.hardware.systolic import (
-    HardwareModel,
-    SystolicModel,
-    Tiling,
-    layer_problems,
-    plan_tiling,
-    validate_accelerator,
-)
-from evaluators.specs import AcceleratorSpec, ConvLayer, HardwareReport, LayerCost, SpecError
+from evaluators.hardware.systolic import SystolicModel, Tiling, plan_tiling, validate_accelerator
+from evaluators.specs import AcceleratorSpec, ConvLayer, HardwareReport, LayerCost
 
 __all__ = [
     "EyerissModel",
@@ -57,8 +51,6 @@ __all__ = [
     "plan_tiling",
     "read_layers_csv",
     "validate_accelerator",
-    "validate_eyeriss",
-    "validate_gpu",
 ]
 
 AnySpec = AcceleratorSpec | GpuSpec | EyerissSpec
@@ -78,11 +70,8 @@ def make_model(acc: AnySpec) -> HardwareModel:
             invalid field (all problems in one message).
     """
     cls = MODELS.get(acc.template)
-    if cls is None:
-        problems = (acc.validate() if isinstance(acc, (GpuSpec, EyerissSpec))
-                    else validate_accelerator(acc))
-        problems = problems or [f"template: unknown, got {acc.template!r}"]
-        raise SpecError("; ".join(problems))
+    if cls is None:  # the spec type's own model rejects the template, with any other problem
+        cls = next((m for m in MODELS.values() if isinstance(acc, m.spec_type)), SystolicModel)
     return cls(acc)  # type: ignore[arg-type]
 
 

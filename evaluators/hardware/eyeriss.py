@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -47,7 +46,18 @@ from typing import Any
 import numpy as np
 
 from evaluators.hardware import tables
-from evaluators.hardware.systolic import HardwareModel, layer_problems
+from evaluators.hardware.base import (
+    HardwareModel,
+    check_layer,
+    field_problems,
+    frozen,
+    is_int,
+    is_real,
+    layer_cost,
+    tile_sizes,
+    touched_lines,
+    type_name,
+)
 from evaluators.specs import (
     DRAM_TYPES,
     ConvLayer,
@@ -66,13 +76,14 @@ MAPPER_OBJECTIVES = ("edp", "energy", "dram")
 TECH_NODE_NM = 65  # [TimeloopEyeriss] / [Chen17]; the only node the table below is valid at
 
 # [TimeloopEyeriss] MAC = 8 x 8-bit multiply + 16-bit add, 0.208 pJ. Split into multiply and add
-# with Horowitz's 45 nm ratio (8-bit mult 0.2 pJ : 16-bit add 0.05 pJ -> 80 % : 20 %; our
-# assumption: the ratio carries over to 65 nm). The multiply scales with the product of the
+# with Horowitz's 45 nm ratio (``tables``: 8-bit mult 0.2 pJ : 16-bit add 0.05 pJ -> 80 % : 20 %;
+# our assumption: the ratio carries over to 65 nm). The multiply scales with the product of the
 # operand widths, the add with the accumulator width (Eyeriss accumulates at the word width).
 MAC_REF_PJ = 0.208
 MAC_REF_MULT_BITS = 8
 MAC_REF_ADD_BITS = 16
-MULT_SHARE = 0.2 / (0.2 + 0.05)  # [Horowitz14]
+_MULT_REF_45NM_PJ = tables.mult_pj(MAC_REF_MULT_BITS, MAC_REF_MULT_BITS)  # [Horowitz14]
+MULT_SHARE = _MULT_REF_45NM_PJ / (_MULT_REF_45NM_PJ + tables.add_pj(MAC_REF_ADD_BITS))
 ADD_SHARE = 1.0 - MULT_SHARE
 
 # [TimeloopEyeriss] per-read energy of a 16-bit word and the scratchpad depth it was taken at.
@@ -177,11 +188,7 @@ class EyerissSpec:
 
         An empty list means the spec is valid. Never raises.
         """
-        problems = [
-            f"{f.name}: {p}"
-            for f in dataclasses.fields(self)
-            if (p := check_field(f.name, getattr(self, f.name))[1]) is not None
-        ]
+        problems = field_problems(self, check_field)
         if not problems and self.glb_filter_kib >= self.glb_kib:
             problems.append(
                 f"glb_filter_kib: must be below glb_kib ({self.glb_kib:g}; the rest holds "
@@ -195,20 +202,6 @@ class EyerissSpec:
 
 
 EYERISS_KEYS = tuple(f.name for f in dataclasses.fields(EyerissSpec))
-
-
-def _type_name(v: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(
-        type(v), type(v).__name__
-    )
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
 
 def check_field(name: str, v: Any) -> tuple[Any, str | None]:
@@ -228,30 +221,25 @@ def check_field(name: str, v: Any) -> tuple[Any, str | None]:
             return v, f"must be one of {', '.join(DRAM_TYPES)}, got {v!r}"
         return v, None
     if name == "process_nm":
-        if not _is_real(v) or v != TECH_NODE_NM:
+        if not is_real(v) or v != TECH_NODE_NM:
             return v, (
                 f"must be {TECH_NODE_NM} (the node of the energy table, the only one "
                 f"modeled), got {v!r}"
             )
         return v, None
     if name in _INT_FIELDS:
-        if not _is_int(v) or v <= 0:
-            return v, f"must be an integer > 0, got {v!r} ({_type_name(v)})"
+        if not is_int(v) or v <= 0:
+            return v, f"must be an integer > 0, got {v!r} ({type_name(v)})"
         return v, None
     if name in _POS_FIELDS:
-        if not _is_real(v) or not math.isfinite(v) or v <= 0:
-            return v, f"must be a finite number > 0, got {v!r} ({_type_name(v)})"
+        if not is_real(v) or not math.isfinite(v) or v <= 0:
+            return v, f"must be a finite number > 0, got {v!r} ({type_name(v)})"
         return float(v), None
     if name == "glb_filter_kib":
-        if not _is_real(v) or not math.isfinite(v) or v < 0:
-            return v, f"must be a finite number >= 0, got {v!r} ({_type_name(v)})"
+        if not is_real(v) or not math.isfinite(v) or v < 0:
+            return v, f"must be a finite number >= 0, got {v!r} ({type_name(v)})"
         return float(v), None
     return v, f"unknown field; known fields: {', '.join(EYERISS_KEYS)}"
-
-
-def validate_eyeriss(spec: EyerissSpec) -> list[str]:
-    """``spec.validate()``: every problem, one ``"<field>: <rule>, got <value>"`` line each."""
-    return spec.validate()
 
 
 # --------------------------------------------------------------------------- per-access energies
@@ -276,22 +264,24 @@ class AccessEnergies:
         b = spec.word_bits
         mult_ref = MAC_REF_PJ * MULT_SHARE
         add_ref = MAC_REF_PJ * ADD_SHARE
-        mac = mult_ref * b * b / MAC_REF_MULT_BITS**2 + add_ref * b / MAC_REF_ADD_BITS
-        mac16 = mult_ref * 16 * 16 / MAC_REF_MULT_BITS**2 + add_ref * 16 / MAC_REF_ADD_BITS
+
+        def mac(bits: int) -> float:
+            mult = mult_ref * bits * bits / MAC_REF_MULT_BITS**2
+            return mult + add_ref * bits / MAC_REF_ADD_BITS
 
         def spad(ref: tuple[int, float], words: int) -> float:
             depth, pj = ref
             return pj * math.sqrt(words / depth) * b / SPAD_REF_BITS
 
         return cls(
-            mac=mac,
+            mac=mac(b),
             add=add_ref * b / MAC_REF_ADD_BITS,
             ifmap_spad=spad(IFMAP_SPAD_REF, spec.ifmap_spad_words),
             filter_spad=spad(FILTER_SPAD_REF, spec.filter_spad_words),
             psum_spad=spad(PSUM_SPAD_REF, spec.psum_spad_words),
             glb_read=GLB_READ_PJ_64B * b / GLB_ACCESS_BITS,
             glb_write=GLB_WRITE_PJ_64B * b / GLB_ACCESS_BITS,
-            noc_hop=NOC_HOP_REL_MAC * mac16 * b / NOC_REF_BITS,
+            noc_hop=NOC_HOP_REL_MAC * mac(NOC_REF_BITS) * b / NOC_REF_BITS,
             dram=tables.DRAM_PJ_PER_BIT[spec.dram_type] * b,
         )
 
@@ -302,43 +292,22 @@ class AccessEnergies:
 # trials; their arrays are read-only, so a cached answer cannot change.
 
 
-def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-    for a in arrays:
-        a.setflags(write=False)
-    return arrays
-
-
 @lru_cache(maxsize=4096)
 def _lines(n_out: int, n_in: int, k: int, s: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
     """Real input lines touched by tiles of ``t`` output lines, for every ``t = 1..n_out``.
 
-    Returns ``(largest, total)`` indexed by ``t - 1``: the lines the largest tile touches and
-    the lines all tiles touch together (the halo between neighbouring tiles counted once per
-    tile). Padding lines are not real (never stored or fetched); a stride larger than the
-    filter skips lines.
+    Returns ``(largest, total)`` indexed by ``t - 1`` (``base.touched_lines``): the lines the
+    largest tile touches and the lines all tiles touch together (the halo between neighbouring
+    tiles counted once per tile). Padding lines are not real (never stored or fetched); a
+    stride larger than the filter skips lines.
     """
     t = np.arange(1, n_out + 1)
-    e = np.arange(n_out)
-    lo = np.clip(e * s - pad, 0, n_in)
-    hi = np.clip(e * s - pad + k, 0, n_in)
-    e0 = t[:, None] * e[None, :]
-    valid = e0 < n_out
-    e0 = np.minimum(e0, n_out - 1)
-    e1 = np.minimum(e0 + t[:, None], n_out)
-    if s <= k:
-        per = hi[e1 - 1] - lo[e0]
-    else:
-        cum = np.concatenate(([0], np.cumsum(hi - lo)))
-        per = cum[e1] - cum[e0]
-    per = np.where(valid, per, 0)
-    return _frozen(per.max(axis=1), per.sum(axis=1))  # type: ignore[return-value]
+    return frozen(*touched_lines(n_out, n_in, k, s, pad, t))  # type: ignore[return-value]
 
 
-@lru_cache(maxsize=4096)
 def _counts(n: int) -> np.ndarray:
     """The distinct sizes ``ceil(n / k)`` for ``k = 1..n``, descending (one per tile count)."""
-    sizes = sorted({-(-n // k) for k in range(1, n + 1)}, reverse=True)
-    return _frozen(np.array(sizes, dtype=np.int64))[0]
+    return tile_sizes(n)[::-1]  # a read-only view of the cached array
 
 
 @lru_cache(maxsize=1024)
@@ -350,19 +319,18 @@ def _strips(n_rows: int, pe_cols: int) -> tuple[np.ndarray, ...]:
     For each, the spatial DRAM tiles hold ``m`` strips (``m`` one per distinct tile count).
     Returns flat ``(e, strips, m, tile_rows)`` over all (e, m) pairs.
     """
-    es = sorted({-(-n_rows // -(-n_rows // max(1, pe_cols // b))) for b in range(1, pe_cols + 1)},
+    # each e <= pe_cols // b: ceil(E / ceil(E / c)) never exceeds c
+    es = sorted({-(-n_rows // -(-n_rows // (pe_cols // b))) for b in range(1, pe_cols + 1)},
                 reverse=True)
     ev, nsv, mv, trv = [], [], [], []
     for e in es:
-        if e > pe_cols:
-            continue
         ns = -(-n_rows // e)
         for m in _counts(ns):
             ev.append(e)
             nsv.append(ns)
             mv.append(int(m))
             trv.append(min(int(m) * e, n_rows))
-    return _frozen(*(np.array(v, dtype=np.int64) for v in (ev, nsv, mv, trv)))
+    return frozen(*(np.array(v, dtype=np.int64) for v in (ev, nsv, mv, trv)))
 
 
 def _cdiv(a: Any, b: Any) -> Any:
@@ -383,10 +351,12 @@ def _channel_splits(cp: int, a: int, q_max: int) -> tuple[np.ndarray, np.ndarray
         blocks = sorted({_cdiv(cp, q * r) for q in range(1, q_max + 1)})
         pairs += [(r, _cdiv(cp, r * nb)) for nb in blocks]
     rv, qv = (np.array(v, dtype=np.int64) for v in zip(*pairs))
-    return _frozen(rv, qv)  # type: ignore[return-value]
+    return frozen(rv, qv)  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- the mapper
+
+_RESIDENT = frozen(np.array([False, True]))[0]  # the tile's ifmap streamed / kept in the GLB
 
 
 def _argmin_lex(first: np.ndarray, second: np.ndarray, third: np.ndarray) -> int:
@@ -399,7 +369,9 @@ def _argmin_lex(first: np.ndarray, second: np.ndarray, third: np.ndarray) -> int
     return int(tied[0])
 
 
-def plan_row_stationary(layer: ConvLayer, spec: EyerissSpec) -> dict[str, Any]:
+def plan_row_stationary(
+    layer: ConvLayer, spec: EyerissSpec, energies: AccessEnergies | None = None
+) -> dict[str, Any]:
     """Choose the row-stationary mapping and DRAM tile of one layer; count every access.
 
     Candidates (all enumerated at once with numpy): the strip width ``e`` (ofmap rows per PE
@@ -411,7 +383,9 @@ def plan_row_stationary(layer: ConvLayer, spec: EyerissSpec) -> dict[str, Any]:
     (``edp``: energy x compute cycles, then energy, then DRAM; ``energy``: energy, then
     cycles, then DRAM; ``dram``: DRAM words, then EDP, then energy). Every candidate's cycles,
     DRAM words and energy are non-increasing in the GLB size, so the minimized key never
-    grows with the GLB. Returns a dict of JSON-able scalars (see the docs).
+    grows with the GLB. ``energies``: ``AccessEnergies.of(spec)``, given by a caller that has
+    it already (the model computes it once per spec). Returns a dict of JSON-able scalars (see
+    the docs).
 
     Raises:
         InfeasibleDesign: a filter row does not fit the ifmap or filter spad, or no tile fits
@@ -441,16 +415,15 @@ def plan_row_stationary(layer: ConvLayer, spec: EyerissSpec) -> dict[str, Any]:
     e, ns, _, tr = _strips(big_e, cols)
     r, q = _channel_splits(cp, a, q_max)
     n = _counts(n_img)
-    res = np.array([False, True])
-    shape = (len(e), len(r), len(n), 2)
+    shape = (len(e), len(r), len(n), len(_RESIDENT))
     ix = np.indices(shape).reshape(len(shape), -1)
     e_, ns_, tr_ = e[ix[0]], ns[ix[0]], tr[ix[0]]
-    r_, q_, n_, res_ = r[ix[1]], q[ix[1]], n[ix[2]], res[ix[3]]
+    r_, q_, n_, res_ = r[ix[1]], q[ix[1]], n[ix[2]], _RESIDENT[ix[3]]
 
     b = cols // e_  # PE sets side by side
     stacks = b * (a // r_)  # columns of r stacked sets
     t = np.minimum(kp, stacks)
-    gs = np.minimum(g, np.maximum(1, stacks // t))
+    gs = np.minimum(g, stacks // t)  # t <= stacks: at least 1
 
     rows_max, rows_sum = _lines(big_e, layer.ifmap_h, big_r, u, pad)
     cols_real = int(_lines(big_f, layer.ifmap_w, big_s, u, pad)[0][-1])
@@ -515,7 +488,7 @@ def plan_row_stationary(layer: ConvLayer, spec: EyerissSpec) -> dict[str, Any]:
     noc_i = nkb * t * g * n_img * cp * cols_pad * big_e * big_r  # diagonal multicast, t copies
     chain = o_words * rf * ncb * (h * r_ - 1)  # psums passed up the stacked sets
     noc_p = chain + psum_out + psum_in
-    en = AccessEnergies.of(spec)
+    en = AccessEnergies.of(spec) if energies is None else energies
     mac_pj = macs * en.mac + (chain + psum_in) * en.add
     rf_pj = (
         (macs + noc_i) * en.ifmap_spad
@@ -602,15 +575,14 @@ class EyerissModel(HardwareModel):
 
     def __init__(self, acc: EyerissSpec) -> None:
         super().__init__(acc)
-        self.spec = acc
         self.num_pes = acc.num_pes
-        self.energies = AccessEnergies.of(acc)
+        self.energies = AccessEnergies.of(acc)  # per access, for every layer's plan
         self._bytes_per_cycle = acc.dram_gbps * 1e9 / (acc.freq_mhz * 1e6)
 
     @property
     def peak_macs_per_s(self) -> float:
         """One MAC per PE per cycle."""
-        return self.num_pes * self.spec.freq_mhz * 1e6
+        return self.num_pes * self.acc.freq_mhz * 1e6
 
     def area_mm2(self, *, weight_bits: int, input_bits: int) -> float:
         """PEs (multiplier, adder, scratchpads) plus the GLB, scaled from 45 nm to 65 nm.
@@ -621,7 +593,7 @@ class EyerissModel(HardwareModel):
         ``(65 / 45) ** 2`` (ideal area scaling, our assumption). No overhead for the network,
         control, clock tree or I/O: a lower bound (docs/hardware/eyeriss.md, section Area).
         """
-        s = self.spec
+        s = self.acc
         b = s.word_bits
         pe_um2 = (
             tables.mult_area_um2(b, b)
@@ -634,10 +606,8 @@ class EyerissModel(HardwareModel):
         return (self.num_pes * pe_um2 + glb_um2) * scale * 1e-6
 
     def evaluate_layer(self, layer: ConvLayer) -> LayerCost:
-        problems = layer_problems(layer)
-        if problems:
-            raise SpecError(f"layer {layer.name!r}: " + "; ".join(problems))
-        s = self.spec
+        check_layer(layer)
+        s = self.acc
         widest = max(layer.weight_bits, layer.input_bits, layer.output_bits)
         if widest > s.word_bits:
             raise InfeasibleDesign(
@@ -645,7 +615,7 @@ class EyerissModel(HardwareModel):
                 f"{layer.weight_bits}/{layer.input_bits}/{layer.output_bits}), the eyeriss "
                 f"datapath is word_bits={s.word_bits}"
             )
-        plan = plan_row_stationary(layer, s)
+        plan = plan_row_stationary(layer, s, self.energies)
         bpw = s.word_bits / 8.0
         dram_read = math.ceil((plan["dram_weight_words"] + plan["dram_input_words"]) * bpw)
         dram_write = math.ceil(plan["dram_output_words"] * bpw)
@@ -666,13 +636,11 @@ class EyerissModel(HardwareModel):
             "bound": "memory" if dram_cycles > compute else "compute",
             "dram_compulsory_bytes": plan["dram_compulsory_words"] * bpw,
         }
-        return LayerCost(
-            name=layer.name,
-            macs=macs,
+        return layer_cost(
+            layer,
+            num_pes=pes,
             compute_cycles=compute,
             total_cycles=total,
-            utilization=macs / (pes * total),
-            mapping_utilization=macs / (pes * compute),
             dram_read_bytes=dram_read,
             dram_write_bytes=dram_write,
             mac_energy_pj=plan["mac_energy_pj"],
@@ -680,7 +648,6 @@ class EyerissModel(HardwareModel):
             glb_energy_pj=plan["glb_sram_energy_pj"] + plan["noc_energy_pj"],
             dram_energy_pj=plan["dram_energy_pj"],
             latency_ms=total / (s.freq_mhz * 1e3),
-            num_pes=pes,
             mapping=mapping,
         )
 

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from evaluators.hardware.systolic import HardwareModel, layer_problems
+from evaluators.hardware.base import (
+    HardwareModel,
+    check_layer,
+    field_problems,
+    is_real,
+    layer_cost,
+    type_name,
+)
 from evaluators.specs import ConvLayer, LayerCost, SpecError
 
 GPU_TEMPLATE = "gpu"
@@ -82,22 +86,18 @@ class GpuSpec:
 
         An empty list means the spec is valid. Never raises.
         """
-        problems = [
-            f"{f.name}: {p}"
-            for f in dataclasses.fields(self)
-            if (p := check_field(f.name, getattr(self, f.name))[1]) is not None
-        ]
-        if not problems:  # cross-field rules, once every field is in its own range
-            if self.idle_w >= self.tdp_w:
-                problems.append(f"idle_w: must be below tdp_w ({self.tdp_w:g}), got {self.idle_w}")
-            else:
-                floor = self.idle_w + dram_power_w(self)
-                if floor >= self.tdp_w:
-                    problems.append(
-                        f"tdp_w: must exceed idle_w + DRAM power at full bandwidth "
-                        f"({self.idle_w:g} + {dram_power_w(self):.4g} = {floor:.4g} W), "
-                        f"got {self.tdp_w}"
-                    )
+        problems = field_problems(self, check_field)
+        if problems:  # the cross-field rules below need every field in its own range
+            return problems
+        dram_w = dram_power_w(self)
+        if self.idle_w >= self.tdp_w:
+            problems.append(f"idle_w: must be below tdp_w ({self.tdp_w:g}), got {self.idle_w}")
+        elif self.idle_w + dram_w >= self.tdp_w:
+            problems.append(
+                f"tdp_w: must exceed idle_w + DRAM power at full bandwidth "
+                f"({self.idle_w:g} + {dram_w:.4g} = {self.idle_w + dram_w:.4g} W), "
+                f"got {self.tdp_w}"
+            )
         return problems
 
     @property
@@ -146,16 +146,6 @@ GPU_REQUIRED_KEYS = tuple(
 )
 
 
-def _type_name(v: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(
-        type(v), type(v).__name__
-    )
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
-
-
 def check_field(name: str, v: Any) -> tuple[Any, str | None]:
     """Check one ``GpuSpec`` field value: ``(value, None)`` or ``(value, "<rule>, got ...")``.
 
@@ -168,7 +158,7 @@ def check_field(name: str, v: Any) -> tuple[Any, str | None]:
         return v, None
     if name == "name":
         if not isinstance(v, str) or not v.strip():
-            return v, f"must be a non-empty string, got {v!r} ({_type_name(v)})"
+            return v, f"must be a non-empty string, got {v!r} ({type_name(v)})"
         return v, None
     kind = _KIND.get(name)
     if kind is None:
@@ -176,8 +166,8 @@ def check_field(name: str, v: Any) -> tuple[Any, str | None]:
     if kind == "optional" and v is None:
         return None, None
     rule = _RULES[kind]
-    if not _is_real(v):
-        return v, f"{rule}, got {v!r} ({_type_name(v)})"
+    if not is_real(v):
+        return v, f"{rule}, got {v!r} ({type_name(v)})"
     x = float(v)
     if kind == "fraction":
         bad = not 0.0 < x <= 1.0
@@ -185,12 +175,7 @@ def check_field(name: str, v: Any) -> tuple[Any, str | None]:
         bad = not math.isfinite(x) or (x < 0 if kind == "non_negative" else x <= 0)
     if bad:
         return v, f"{rule}, got {v!r}"
-    return float(v), None
-
-
-def validate_gpu(spec: GpuSpec) -> list[str]:
-    """``spec.validate()``: every problem, one ``"<field>: <rule>, got <value>"`` line each."""
-    return spec.validate()
+    return x, None
 
 
 def dram_power_w(spec: GpuSpec) -> float:
@@ -221,13 +206,20 @@ class GpuRooflineModel(HardwareModel):
 
     def __init__(self, acc: GpuSpec) -> None:
         super().__init__(acc)
-        self.spec = acc
         self._bytes_per_s = acc.dram_gbps * 1e9 * acc.bandwidth_efficiency
         self._p_dyn_w = acc.tdp_w - acc.idle_w - dram_power_w(acc)  # > 0 by validate()
+        self._has_int4 = acc.peak_tops_int4 is not None
+        self._widths = (4, 8, 16, 32) if self._has_int4 else (8, 16, 32)
+        paths = [p for p in PRECISION_BITS if p != "int4" or self._has_int4]
+        self._peak = {p: self.peak_ops_per_s(p) for p in paths}
+        self._lanes = {p: self.mac_lanes(p) for p in paths}
+        self._f_hz = acc.clock_mhz * 1e6
+        self._l2_bytes = acc.l2_mib * 2.0**20
+        self._launch_s = acc.kernel_launch_us * 1e-6
 
     def peak_ops_per_s(self, precision: str) -> float:
         """Nominal peak of a precision (``int4``, ``int8``, ``fp16``, ``fp32``), ops/s."""
-        s = self.spec
+        s = self.acc
         tera = {
             "int4": s.peak_tops_int4,
             "int8": s.peak_tops_int8,
@@ -241,7 +233,7 @@ class GpuRooflineModel(HardwareModel):
     def precision(self, layer: ConvLayer) -> str:
         """The path a layer runs on: the narrowest that holds its weight and input bits."""
         bits = max(layer.weight_bits, layer.input_bits)
-        if bits <= 4 and self.spec.peak_tops_int4 is not None:
+        if bits <= 4 and self._has_int4:
             return "int4"
         if bits <= 8:
             return "int8"
@@ -249,26 +241,23 @@ class GpuRooflineModel(HardwareModel):
 
     def storage_bits(self, bits: int) -> int:
         """The width a tensor of ``bits`` is stored at: 4 (with an int4 path), 8, 16 or 32."""
-        widths = (4, 8, 16, 32) if self.spec.peak_tops_int4 is not None else (8, 16, 32)
-        return next((w for w in widths if bits <= w), 32)
+        return next((w for w in self._widths if bits <= w), 32)
 
     def mac_lanes(self, precision: str) -> int:
         """MACs per clock at a precision: ``ceil(peak / (2 * clock))`` (``LayerCost.num_pes``)."""
-        return math.ceil(self.peak_ops_per_s(precision) / (2 * self.spec.clock_mhz * 1e6))
+        return math.ceil(self.peak_ops_per_s(precision) / (2 * self.acc.clock_mhz * 1e6))
 
     def area_mm2(self, *, weight_bits: int, input_bits: int) -> float:
         """The die area at its own node (``die_mm2``), whatever the operand widths."""
-        return self.spec.die_mm2
+        return self.acc.die_mm2
 
     def evaluate_layer(self, layer: ConvLayer) -> LayerCost:
-        problems = layer_problems(layer)
-        if problems:
-            raise SpecError(f"layer {layer.name!r}: " + "; ".join(problems))
-        s = self.spec
+        check_layer(layer)
+        s = self.acc
         precision = self.precision(layer)
         p_bits = PRECISION_BITS[precision]
         out_bits = self.storage_bits(layer.output_bits)
-        peak = self.peak_ops_per_s(precision)
+        peak = self._peak[precision]
         ops = 2.0 * layer.macs
 
         # Bytes: weights dense at the compute width; activations as stored, whole tensors.
@@ -277,15 +266,14 @@ class GpuRooflineModel(HardwareModel):
         output_bytes = (
             layer.batch * layer.num_filters * layer.ofmap_h * layer.ofmap_w * out_bits / 8.0
         )
-        on_chip = input_bytes + output_bytes <= s.l2_mib * 2.0**20
+        on_chip = input_bytes + output_bytes <= self._l2_bytes
         dram_read = weight_bytes + (0.0 if on_chip else input_bytes)
         dram_write = 0.0 if on_chip else output_bytes
         dram_bytes = dram_read + dram_write
 
         compute_s = ops / (peak * s.efficiency)
         memory_s = dram_bytes / self._bytes_per_s
-        launch_s = s.kernel_launch_us * 1e-6
-        latency_s = max(compute_s, memory_s) + launch_s
+        latency_s = max(compute_s, memory_s) + self._launch_s
 
         # Energy: board power over the latency, DRAM bits separately (docs/hardware/gpu.md).
         u = ops / (peak * latency_s)  # achieved fraction of the compute peak
@@ -293,17 +281,11 @@ class GpuRooflineModel(HardwareModel):
         dram_pj = 8.0 * dram_bytes * s.dram_pj_per_bit
         core_pj = core_w * latency_s * 1e12
 
-        f_hz = s.clock_mhz * 1e6
-        compute_cycles = max(1, math.ceil(compute_s * f_hz))
-        total_cycles = max(1, math.ceil(latency_s * f_hz))
-        lanes = self.mac_lanes(precision)
-        return LayerCost(
-            name=layer.name,
-            macs=layer.macs,
-            compute_cycles=compute_cycles,
-            total_cycles=total_cycles,
-            utilization=layer.macs / (lanes * total_cycles),
-            mapping_utilization=layer.macs / (lanes * compute_cycles),
+        return layer_cost(
+            layer,
+            num_pes=self._lanes[precision],
+            compute_cycles=max(1, math.ceil(compute_s * self._f_hz)),
+            total_cycles=max(1, math.ceil(latency_s * self._f_hz)),
             dram_read_bytes=math.ceil(dram_read),
             dram_write_bytes=math.ceil(dram_write),
             mac_energy_pj=core_pj,
@@ -311,7 +293,6 @@ class GpuRooflineModel(HardwareModel):
             glb_energy_pj=0.0,
             dram_energy_pj=dram_pj,
             latency_ms=latency_s * 1e3,
-            num_pes=lanes,
             mapping={
                 "template": self.template,
                 "precision": precision,

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from evaluators.hardware import eyeriss, gpu
+from evaluators.hardware.base import type_name
 from evaluators.hardware.eyeriss import EyerissSpec
 from evaluators.hardware.gpu import GpuSpec
 from evaluators.hardware.systolic import validate_accelerator
@@ -174,16 +175,17 @@ _CHOICES = {
 }
 
 
-def _type_name(v: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(
-        type(v), type(v).__name__
-    )
+def _dot_hint(v: Any) -> str:
+    """For a number YAML read as text (``1e3``: no dot), how to write it; else ``""``."""
+    if isinstance(v, str) and _parse_float(v) is not None:
+        return f" (YAML reads {v} as text; write it with a dot, e.g. {float(v)!r})"
+    return ""
 
 
 def _check_value(key: str, v: Any) -> tuple[Any, str | None]:
     """Validate one YAML value against the spec field's default type; (value, problem)."""
     default = _DEFAULTS[key]
-    got = f"got {v!r} ({_type_name(v)})"
+    got = f"got {v!r} ({type_name(v)})"
     if key in _CHOICES:
         if not isinstance(v, str) or v not in _CHOICES[key]:
             return v, f"must be one of {', '.join(_CHOICES[key])}, {got}"
@@ -200,10 +202,7 @@ def _check_value(key: str, v: Any) -> tuple[Any, str | None]:
         return v, None
     if isinstance(default, float):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            hint = ""
-            if isinstance(v, str) and _parse_float(v) is not None:
-                hint = f" (YAML reads {v} as text; write it with a dot, e.g. {float(v)!r})"
-            return v, f"must be a number > 0, {got}{hint}"
+            return v, f"must be a number > 0, {got}{_dot_hint(v)}"
         if not math.isfinite(v) or v <= 0:
             return v, f"must be a finite number > 0, got {v}"
         return float(v), None
@@ -243,7 +242,7 @@ def accelerator_yaml_problems(
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         return None, [InputError(p, "file", f"malformed YAML{_mark(e)}: {problem}")]
     if not isinstance(data, dict):
-        what = "empty file" if data is None else f"a {_type_name(data)} ({data!r:.60})"
+        what = "empty file" if data is None else f"a {type_name(data)} ({data!r:.60})"
         return None, [
             InputError(
                 p,
@@ -291,6 +290,11 @@ class _Template:
     required: tuple[str, ...]  # keys the file must give (no silent defaults)
     check_field: Callable[[str, Any], tuple[Any, str | None]]
 
+    @property
+    def float_keys(self) -> frozenset[str]:
+        """The fields typed ``float`` (or ``float | None``): those ``_dot_hint`` applies to."""
+        return frozenset(f.name for f in dataclasses.fields(self.spec) if "float" in str(f.type))
+
 
 _OTHER_TEMPLATES = {
     gpu.GPU_TEMPLATE: _Template(GpuSpec, gpu.GPU_KEYS, gpu.GPU_REQUIRED_KEYS, gpu.check_field),
@@ -316,9 +320,8 @@ def _template_problems(p: str, data: dict[Any, Any], t: _Template) -> tuple[Any,
             continue
         value, problem = t.check_field(key, v)
         if problem:
-            if isinstance(v, str) and _parse_float(v) is not None:
-                problem += f" (YAML reads {v} as text; write it with a dot, e.g. {float(v)!r})"
-            problems.append(InputError(p, key, problem))
+            hint = _dot_hint(v) if key in t.float_keys else ""  # not for an integer or a name
+            problems.append(InputError(p, key, problem + hint))
         else:
             values[key] = value
     for key in t.required:

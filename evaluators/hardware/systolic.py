@@ -1,31 +1,37 @@
 """The systolic-array template: SCALE-Sim-compatible cycles, a small DRAM tiling mapper, energy.
 
-``HardwareModel`` is the interface every accelerator template implements; ``SystolicModel`` is
-the first (and so far only) template. The formulas, units and sources are in
-``docs/hardware/systolic.md``; every constant comes from ``evaluators.hardware.tables``.
+``SystolicModel`` implements ``HardwareModel`` (``evaluators.hardware.base``). The formulas,
+units and sources are in ``docs/hardware/systolic.md``; every constant comes from
+``evaluators.hardware.tables``.
 """
 
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from functools import lru_cache, reduce
-from typing import Any, ClassVar, NamedTuple
+from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
 from evaluators.hardware import tables
+from evaluators.hardware.base import (
+    HardwareModel,
+    check_layer,
+    frozen,
+    is_int,
+    is_real,
+    layer_cost,
+    tile_sizes,
+    touched_lines,
+)
 from evaluators.specs import (
     DATAFLOWS,
     DRAM_TYPES,
     TEMPLATES,
     AcceleratorSpec,
     ConvLayer,
-    HardwareReport,
     InfeasibleDesign,
     LayerCost,
-    SpecError,
 )
 
 _INT_FIELDS = ("pe_rows", "pe_cols", "rf_bytes")
@@ -34,16 +40,6 @@ _BOOL_FIELDS = ("double_buffered", "zero_gating", "weight_compression")
 _CHOICE_FIELDS = {"template": TEMPLATES, "dataflow": DATAFLOWS, "dram_type": DRAM_TYPES}
 
 PSUM_BITS = tables.ACCUMULATOR_BITS  # partial sums live at 32 bit in PEs and in the GLB
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
-        v, (bool, np.bool_)
-    )
 
 
 def validate_accelerator(acc: AcceleratorSpec) -> list[str]:
@@ -58,142 +54,17 @@ def validate_accelerator(acc: AcceleratorSpec) -> list[str]:
             problems.append(f"{name}: must be one of {', '.join(choices)}, got {v!r}")
     for name in _INT_FIELDS:
         v = getattr(acc, name)
-        if not _is_int(v) or v <= 0:
+        if not is_int(v) or v <= 0:
             problems.append(f"{name}: must be an integer > 0, got {v!r}")
     for name in _FLOAT_FIELDS:
         v = getattr(acc, name)
-        if not _is_real(v) or not math.isfinite(v) or v <= 0:
+        if not is_real(v) or not math.isfinite(v) or v <= 0:
             problems.append(f"{name}: must be a finite number > 0, got {v!r}")
     for name in _BOOL_FIELDS:
         v = getattr(acc, name)
         if not isinstance(v, (bool, np.bool_)):
             problems.append(f"{name}: must be true or false, got {v!r}")
     return problems
-
-
-def layer_problems(layer: ConvLayer) -> list[str]:
-    """Every problem of a layer's values (positive sizes, filter fits, density in (0, 1])."""
-    problems: list[str] = []
-    for name in (
-        "ifmap_h",
-        "ifmap_w",
-        "filter_h",
-        "filter_w",
-        "channels",
-        "num_filters",
-        "stride",
-        "batch",
-        "weight_bits",
-        "input_bits",
-        "output_bits",
-        "groups",
-    ):
-        v = getattr(layer, name)
-        if not _is_int(v) or v <= 0:
-            problems.append(f"{name}: must be an integer > 0, got {v!r}")
-    if not _is_int(layer.padding) or layer.padding < 0:
-        problems.append(f"padding: must be an integer >= 0, got {layer.padding!r}")
-    d = layer.weight_density
-    if not _is_real(d) or not 0.0 < d <= 1.0:
-        problems.append(f"weight_density: must be in (0, 1], got {d!r}")
-    if not problems and (layer.channels % layer.groups or layer.num_filters % layer.groups):
-        problems.append(
-            f"groups: must divide channels ({layer.channels}) and num_filters "
-            f"({layer.num_filters}), got {layer.groups}"
-        )
-    if not problems:
-        for f, i in (("filter_h", "ifmap_h"), ("filter_w", "ifmap_w")):
-            padded = getattr(layer, i) + 2 * layer.padding
-            if getattr(layer, f) > padded:
-                problems.append(
-                    f"{f}: must not exceed the padded input ({i} + 2*padding = {padded}), "
-                    f"got {getattr(layer, f)}"
-                )
-    return problems
-
-
-# --------------------------------------------------------------------------- the interface
-
-
-class HardwareModel(ABC):
-    """An accelerator template priced analytically (one instance per ``AcceleratorSpec``).
-
-    Lifecycle:
-        1. ``Model(acc)``: called once per accelerator (per trial). Validates the spec and
-           precomputes per-accelerator constants; microseconds, no I/O.
-        2. ``evaluate_layer(layer)``: called once per layer, any number of times, in any order,
-           from any thread or process. A pure function of ``(acc, layer)``.
-        3. ``area_mm2(weight_bits=..., input_bits=...)``: pure; the multiplier is sized for the
-           widest operands it must support.
-        ``evaluate_network`` (provided) runs the layers one after another and sums their costs.
-
-    Invariants every implementation keeps: instances are immutable after ``__init__`` and
-    picklable (they travel to Ray workers); no method does I/O, reads or writes global state,
-    or caches results across calls in a way that could change an answer; returned
-    ``LayerCost`` values are new objects whose ``mapping`` holds only JSON-able values.
-
-    Raises:
-        SpecError: from ``__init__`` when the spec is invalid (message lists every problem),
-            and from ``evaluate_layer`` when a layer's values are out of their domain.
-        InfeasibleDesign: from ``evaluate_layer`` / ``evaluate_network`` when the accelerator
-            cannot run the layer at all (e.g. no tile fits its buffers).
-    """
-
-    template: ClassVar[str]
-    spec_type: ClassVar[type] = AcceleratorSpec  # the spec class this template is built from
-
-    def __init__(self, acc: Any) -> None:
-        if not isinstance(acc, self.spec_type):
-            raise SpecError(f"template: the {self.template!r} model takes a "
-                            f"{self.spec_type.__name__}, got {type(acc).__name__}")
-        problems = (validate_accelerator(acc) if isinstance(acc, AcceleratorSpec)
-                    else acc.validate())
-        if not problems and acc.template != self.template:
-            problems.append(f"template: this model is {self.template!r}, got {acc.template!r}")
-        if problems:
-            raise SpecError("; ".join(problems))
-        self.acc = acc
-
-    @abstractmethod
-    def evaluate_layer(self, layer: ConvLayer) -> LayerCost:
-        """Cost of one layer on this accelerator (pure)."""
-
-    @abstractmethod
-    def area_mm2(self, *, weight_bits: int, input_bits: int) -> float:
-        """Silicon area of this accelerator in mm^2 (pure)."""
-
-    def evaluate_network(self, layers: Sequence[ConvLayer]) -> HardwareReport:
-        """Price layers run one after another: costs add up, power = energy / latency."""
-        if not layers:
-            raise SpecError("layers: the network has no layers")
-        costs = tuple(self.evaluate_layer(layer) for layer in layers)
-        total = reduce(lambda a, b: a + b, costs, _zero_cost(costs[0].num_pes))
-        area = self.area_mm2(
-            weight_bits=max(layer.weight_bits for layer in layers),
-            input_bits=max(layer.input_bits for layer in layers),
-        )
-        seconds = total.latency_ms * 1e-3
-        power = total.energy_pj * 1e-12 / seconds if seconds > 0 else 0.0
-        return HardwareReport(layers=costs, total=total, area_mm2=area, power_w=power)
-
-
-def _zero_cost(num_pes: int) -> LayerCost:
-    return LayerCost(
-        name="total",
-        macs=0,
-        compute_cycles=0,
-        total_cycles=0,
-        utilization=0.0,
-        mapping_utilization=0.0,
-        dram_read_bytes=0,
-        dram_write_bytes=0,
-        mac_energy_pj=0.0,
-        rf_energy_pj=0.0,
-        glb_energy_pj=0.0,
-        dram_energy_pj=0.0,
-        latency_ms=0.0,
-        num_pes=num_pes,
-    )
 
 
 # --------------------------------------------------------------------------- the mapper
@@ -244,56 +115,68 @@ class Tiling(NamedTuple):
 ORDERS = ("KCS", "CKS", "KSC", "SKC", "SCK", "CSK")
 
 
-def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-    for a in arrays:
-        a.setflags(write=False)
-    return arrays
-
-
-# The three helpers below are pure functions of a few integers, memoized because layer shapes
-# repeat across layers and trials; their arrays are read-only, so a cached answer cannot change.
-
-
-@lru_cache(maxsize=4096)
-def _tile_sizes(n: int) -> np.ndarray:
-    """The distinct tile sizes ceil(n / t) for t = 1..n, ascending.
-
-    Each gives a different tile count; any other size has the same count as one of these and
-    a larger footprint, so the mapper never needs it.
-    """
-    return _frozen(np.unique(-(-n // np.arange(1, n + 1, dtype=np.int64))))[0]
-
-
-@lru_cache(maxsize=4096)
 def _multiples(n: int, g: int) -> np.ndarray:
     """Tile sizes in whole multiples of ``g`` (the last tile may be partial), plus ``n`` itself."""
-    return _frozen(np.minimum(_tile_sizes(-(-n // g)) * g, n))[0]
+    return np.minimum(tile_sizes(-(-n // g)) * g, n)
+
+
+# The helpers below are pure functions of a few integers, memoized because layer shapes
+# repeat across layers and trials; their arrays are read-only, so a cached answer cannot change.
 
 
 @lru_cache(maxsize=4096)
 def _axis(n_out: int, n_in: int, r: int, s: int, p: int) -> tuple[np.ndarray, ...]:
     """Tile sizes along one output axis (rows or columns) and the input lines they read.
 
-    Returns ``(t, n_tiles, largest, total)``: the candidate tile sizes (output lines per tile),
-    the tile count, the input lines the largest tile holds, and the input lines all tiles read
-    together (the halo between neighbouring tiles read once per tile). Only lines a window
-    touches count: padding is never fetched, and a stride larger than the filter skips lines.
+    Returns ``(t, n_tiles, largest, total)``: the candidate tile sizes (output lines per tile,
+    ``tile_sizes(n_out)``), the tile count, and the input lines the largest tile holds and all
+    tiles read together (``touched_lines``).
     """
-    t = _tile_sizes(n_out)
-    e = np.arange(n_out)
-    lo = np.clip(e * s - p, 0, n_in)  # real input lines output line e reads: [lo, hi)
-    hi = np.clip(e * s - p + r, 0, n_in)
-    e0 = t[:, None] * e[None, :]  # tile starts, (len(t), n_out)
-    valid = e0 < n_out
-    e0 = np.minimum(e0, n_out - 1)
-    e1 = np.minimum(e0 + t[:, None], n_out)
-    if s <= r:  # windows overlap or touch: a tile reads one contiguous band
-        per = hi[e1 - 1] - lo[e0]
-    else:  # gaps between windows: only the covered lines
-        cum = np.concatenate(([0], np.cumsum(hi - lo)))
-        per = cum[e1] - cum[e0]
-    per = np.where(valid, per, 0)
-    return _frozen(t, -(-n_out // t), per.max(axis=1), per.sum(axis=1))
+    t = tile_sizes(n_out)
+    return frozen(t, -(-n_out // t), *touched_lines(n_out, n_in, r, s, p, t))
+
+
+@lru_cache(maxsize=4096)
+def _channel_tiles(kpg: int, cpg: int, g: int, k_unit: int, c_unit: int) -> tuple[np.ndarray, ...]:
+    """The channel candidates of ``plan_tiling``, flat: within one group (gt = 1) any kt x ct
+    (``kt`` in multiples of ``k_unit``, ``ct`` of ``c_unit``), or gt whole groups.
+
+    Returns ``(kt, ct, gt, nk, nc, ng, tiles)``: the tile's output channels, input channels and
+    whole groups, the K tiles per group, the C tiles per group, the group tiles, and
+    ``ng * nk * nc``.
+    """
+    kts, cts = _multiples(kpg, k_unit), _multiples(cpg, c_unit)
+    kt = np.repeat(kts, len(cts))
+    ct = np.tile(cts, len(kts))
+    gt = np.ones_like(kt)
+    if g > 1:
+        gts = tile_sizes(g)[1:]
+        kt = np.concatenate((kt, gts * kpg))
+        ct = np.concatenate((ct, gts * cpg))
+        gt = np.concatenate((gt, gts))
+    nk = -(-kpg // np.minimum(kt, kpg))  # per group
+    nc = -(-cpg // np.minimum(ct, cpg))
+    ng = -(-g // gt)
+    return frozen(kt, ct, gt, nk, nc, ng, ng * nk * nc)
+
+
+@lru_cache(maxsize=4096)
+def _spatial_tiles(
+    oh: int, ih: int, ow: int, iw: int, r: int, s: int, stride: int, pad: int
+) -> tuple[np.ndarray, ...]:
+    """The spatial candidates of ``plan_tiling``: ``et`` output rows x ``ft`` output columns.
+
+    Returns ``(et, ft, nb, nf, px, tiles, lines, area)``: the tile heights and widths, their
+    tile counts along each axis, and over (et, ft): the output pixels per tile, the tiles per
+    image, the input pixels all tiles of one image and channel read, and those the largest
+    tile holds (see ``_axis``).
+    """
+    et, nb, rows_max, rows_sum = _axis(oh, ih, r, stride, pad)
+    ft, nf, cols_max, cols_sum = _axis(ow, iw, s, stride, pad)
+    outer = np.multiply.outer
+    return et, ft, nb, nf, *frozen(
+        outer(et, ft), outer(nb, nf), outer(rows_sum, cols_sum), outer(rows_max, cols_max)
+    )
 
 
 def weight_dram_bytes(layer: ConvLayer, acc: AcceleratorSpec) -> float:
@@ -379,32 +262,14 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
     glb_bytes = acc.glb_kib * 1024.0
     k_unit, c_unit, min_px = array_granules(layer, acc)
 
-    # Channel candidates (flat): within one group (gt = 1) any kt x ct, or gt whole groups.
-    kts, cts = _multiples(kpg, k_unit), _multiples(cpg, c_unit)
-    kt = np.repeat(kts, len(cts))
-    ct = np.tile(cts, len(kts))
-    gt = np.ones_like(kt)
-    if g > 1:
-        gts = _tile_sizes(g)[1:]
-        kt = np.concatenate((kt, gts * kpg))
-        ct = np.concatenate((ct, gts * cpg))
-        gt = np.concatenate((gt, gts))
-    nk = -(-kpg // np.minimum(kt, kpg))  # per group
-    nc = -(-cpg // np.minimum(ct, cpg))
-    ng = -(-g // gt)
-    w_tile = kt * (ct // gt) * (r * s_ * wb)  # (a,)
-
-    # Spatial candidates: et output rows x ft output columns.
-    et, nb, rows_max, rows_sum = _axis(
-        layer.ofmap_h, layer.ifmap_h, r, layer.stride, layer.padding
-    )
-    ft, nf, cols_max, cols_sum = _axis(
-        layer.ofmap_w, layer.ifmap_w, s_, layer.stride, layer.padding
-    )
-    px = np.multiply.outer(et, ft)  # (b, c)
-    n_sp = batch * np.multiply.outer(nb, nf)  # spatial tiles incl. images
-    in_pass = (batch * big_c * ib) * np.multiply.outer(rows_sum, cols_sum)  # one pass
-    in_area = np.multiply.outer(rows_max, cols_max)
+    kt, ct, gt, nk, nc, ng, ch_tiles = _channel_tiles(kpg, cpg, g, k_unit, c_unit)  # (a,)
+    w_tile = kt * (ct // gt) * (r * s_ * wb)
+    et, ft, nb, nf, px, img_tiles, in_lines, in_area = _spatial_tiles(
+        layer.ofmap_h, layer.ifmap_h, layer.ofmap_w, layer.ifmap_w, r, s_, layer.stride,
+        layer.padding,
+    )  # (b,), (c,), (b, c)
+    n_sp = batch * img_tiles  # spatial tiles incl. images
+    in_pass = (batch * big_c * ib) * in_lines  # one pass
 
     need = (
         w_tile[:, None, None] + (ct * ib)[:, None, None] * in_area + (kt * ps)[:, None, None] * px
@@ -439,7 +304,7 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
     traffic += in_pass + (w_once + out_final)
     traffic[~fits] = np.inf
     best = traffic.min()
-    tiles = np.multiply.outer(ng * nk * nc, n_sp)
+    tiles = np.multiply.outer(ch_tiles, n_sp)
     tied = np.flatnonzero(traffic <= best)
     pick = tied[np.argmin(tiles.ravel()[tied])]
     i, j, m = np.unravel_index(pick, traffic.shape)
@@ -449,7 +314,7 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
     o = min(range(len(ORDERS)), key=lambda x: sum(orders[x]))
     in_bytes, w_bytes, psum_bytes = orders[o]
     psum_one_way = psum_bytes / 2
-    in_once = batch * big_c * ib * float(rows_sum[-1] * cols_sum[-1])  # touched, once
+    in_once = batch * big_c * ib * float(in_lines[-1, -1])  # touched, once
     return Tiling(
         order=ORDERS[o],
         kt=int(kt[i]),
@@ -483,6 +348,8 @@ class SystolicModel(HardwareModel):
     """
 
     template = "systolic"
+    spec_type = AcceleratorSpec
+    spec_problems = staticmethod(validate_accelerator)  # AcceleratorSpec has no validate()
 
     def __init__(self, acc: AcceleratorSpec) -> None:
         super().__init__(acc)
@@ -510,9 +377,7 @@ class SystolicModel(HardwareModel):
         return (self.num_pes * pe_um2 + glb_um2) * 1e-6
 
     def evaluate_layer(self, layer: ConvLayer) -> LayerCost:
-        problems = layer_problems(layer)
-        if problems:
-            raise SpecError(f"layer {layer.name!r}: " + "; ".join(problems))
+        check_layer(layer)
         acc = self.acc
         rows, cols = acc.pe_rows, acc.pe_cols
         wbits, ibits = layer.weight_bits, layer.input_bits
@@ -582,13 +447,11 @@ class SystolicModel(HardwareModel):
         dram_pj = 8 * dram_bytes * self._dram_pj_bit
 
         pes = self.num_pes
-        return LayerCost(
-            name=layer.name,
-            macs=macs,
+        return layer_cost(
+            layer,
+            num_pes=pes,
             compute_cycles=compute,
             total_cycles=total,
-            utilization=macs / (pes * total),
-            mapping_utilization=macs / (pes * compute),
             dram_read_bytes=dram_read,
             dram_write_bytes=dram_write,
             mac_energy_pj=mac_pj,
@@ -596,7 +459,6 @@ class SystolicModel(HardwareModel):
             glb_energy_pj=glb_pj,
             dram_energy_pj=dram_pj,
             latency_ms=total / (acc.freq_mhz * 1e3),
-            num_pes=pes,
             mapping={
                 "template": self.template,
                 "dataflow": df,

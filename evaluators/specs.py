@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DATAFLOWS = ("ws", "os", "is")
+DATAFLOW_CHOICES = (*DATAFLOWS, "auto")  # auto: the mapper picks one per layer
+MAPPER_OBJECTIVES = ("edp", "energy", "latency")
+PE_TYPES = ("fixed", "bit_fusion", "bit_serial")
+SRAM_DEVICES = ("itrs-lop", "itrs-hp", "itrs-lstp")  # CACTI's ITRS device flavours
 TEMPLATES = ("systolic",)
 DRAM_TYPES = ("lpddr4", "lpddr", "ddr3", "gddr5", "hbm2", "hmc")
 FAMILIES = ("plain_cnn", "resnet", "mobilenetv2")
@@ -226,6 +230,18 @@ class AcceleratorSpec:
             file holds two words.
         zero_gating: skip multiplier switching on zero weights (saves MAC energy only).
         weight_compression: store pruned weights in DRAM as bitmask + non-zeros.
+        zero_skipping: compact zero weights out of the weight axis of the array (fewer
+            cycles, MACs and RF accesses; weights carry a 1-bit-per-weight mask everywhere).
+        pe_type: ``fixed`` (one MAC per PE per cycle, multiplier sized for the widest
+            operands), ``bit_fusion`` (Bit Fusion: 2-bit bricks fuse into ``pe_bits`` x
+            ``pe_bits`` PEs; narrower operands give more MACs per PE per cycle) or
+            ``bit_serial`` (Stripes: ``pe_bits``-wide weights times one activation bit per
+            cycle).
+        pe_bits: the precision-scalable PE's full width (ignored by ``fixed``).
+        mapper_objective: what ``dataflow: auto`` minimizes per layer: ``edp``, ``energy`` or
+            ``latency`` (for a fixed dataflow the least-traffic tiling minimizes all three).
+        tech_node_nm: technology node; energies, leakage and areas are scaled from 45 nm.
+        sram_device: CACTI device flavour of the SRAMs (their leakage).
     """
 
     template: str = "systolic"
@@ -240,6 +256,12 @@ class AcceleratorSpec:
     double_buffered: bool = True
     zero_gating: bool = True
     weight_compression: bool = True
+    zero_skipping: bool = False
+    pe_type: str = "fixed"
+    pe_bits: int = 8
+    mapper_objective: str = "edp"
+    tech_node_nm: float = 45.0
+    sram_device: str = "itrs-lop"
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
@@ -326,11 +348,18 @@ class LayerCost:
     dram_energy_pj: float
     latency_ms: float
     num_pes: int
+    leakage_energy_pj: float = 0.0  # static power x latency
     mapping: dict[str, Any] = field(default_factory=dict)
 
     @property
     def energy_pj(self) -> float:
-        return self.mac_energy_pj + self.rf_energy_pj + self.glb_energy_pj + self.dram_energy_pj
+        return (
+            self.mac_energy_pj
+            + self.rf_energy_pj
+            + self.glb_energy_pj
+            + self.dram_energy_pj
+            + self.leakage_energy_pj
+        )
 
     def __add__(self, other: LayerCost) -> LayerCost:
         total = self.total_cycles + other.total_cycles
@@ -352,6 +381,7 @@ class LayerCost:
             dram_energy_pj=self.dram_energy_pj + other.dram_energy_pj,
             latency_ms=self.latency_ms + other.latency_ms,
             num_pes=pes,
+            leakage_energy_pj=self.leakage_energy_pj + other.leakage_energy_pj,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -22,11 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from evaluators.specs import (
-    DATAFLOWS,
+    DATAFLOW_CHOICES,
     DRAM_TYPES,
     FAMILIES,
+    MAPPER_OBJECTIVES,
+    PE_TYPES,
     PRECISION_MODES,
     PRUNE_MODES,
+    SRAM_DEVICES,
     TEMPLATES,
     AcceleratorSpec,
     DesignPoint,
@@ -93,7 +96,9 @@ _STAGE_PARAM = re.compile(r"^(net|cmp)/s(\d+)/")
 
 ACCELERATOR_KEYS: dict[str, KeySpec] = {
     "template": KeySpec("str", "systolic", in_set(TEMPLATES), "accelerator template"),
-    "dataflow": KeySpec("str", ["ws", "os", "is"], in_set(DATAFLOWS), "systolic dataflow"),
+    "dataflow": KeySpec(
+        "str", ["ws", "os", "is"], in_set(DATAFLOW_CHOICES), "systolic dataflow (auto: per layer)"
+    ),
     "pe_rows": KeySpec("int", [8, 16, 32], between(1, 4096), "PE array rows"),
     "pe_cols": KeySpec("int", [8, 16, 32], between(1, 4096), "PE array columns"),
     "glb_kib": KeySpec("float", [32, 64, 128], positive, "global buffer, KiB"),
@@ -104,6 +109,14 @@ ACCELERATOR_KEYS: dict[str, KeySpec] = {
     "double_buffered": KeySpec("bool", True, None, "overlap stationary reloads with compute"),
     "zero_gating": KeySpec("bool", True, None, "gate multipliers on zero weights"),
     "weight_compression": KeySpec("bool", True, None, "bitmask-compressed sparse weights"),
+    "zero_skipping": KeySpec("bool", False, None, "skip zero weights (fewer cycles, mask cost)"),
+    "pe_type": KeySpec("str", "fixed", in_set(PE_TYPES), "fixed | bit_fusion | bit_serial PEs"),
+    "pe_bits": KeySpec("int", 8, in_set((2, 4, 8, 16, 32)), "precision-scalable PE width"),
+    "mapper_objective": KeySpec(
+        "str", "edp", in_set(MAPPER_OBJECTIVES), "what dataflow auto minimizes per layer"
+    ),
+    "tech_node_nm": KeySpec("float", 45.0, between(7, 130), "technology node, nm"),
+    "sram_device": KeySpec("str", "itrs-lop", in_set(SRAM_DEVICES), "SRAM leakage flavour"),
 }
 
 PARTS: dict[str, tuple[str, dict[str, KeySpec]]] = {

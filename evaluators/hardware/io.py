@@ -25,8 +25,11 @@ from evaluators.hardware.eyeriss import EyerissSpec
 from evaluators.hardware.gpu import GpuSpec
 from evaluators.hardware.systolic import validate_accelerator
 from evaluators.specs import (
-    DATAFLOWS,
+    DATAFLOW_CHOICES,
     DRAM_TYPES,
+    MAPPER_OBJECTIVES,
+    PE_TYPES,
+    SRAM_DEVICES,
     TEMPLATES,
     AcceleratorSpec,
     ConvLayer,
@@ -170,8 +173,11 @@ KNOWN_KEYS = tuple(_DEFAULTS)
 _CHOICES = {
     "template": (*TEMPLATES, gpu.GPU_TEMPLATE, eyeriss.EYERISS_TEMPLATE),  # never reached
     # by a gpu or eyeriss file: those go to _template_problems
-    "dataflow": DATAFLOWS,
+    "dataflow": DATAFLOW_CHOICES,
     "dram_type": DRAM_TYPES,
+    "pe_type": PE_TYPES,
+    "mapper_objective": MAPPER_OBJECTIVES,
+    "sram_device": SRAM_DEVICES,
 }
 
 

@@ -7,6 +7,7 @@ units and sources are in ``docs/hardware/systolic.md``; every constant comes fro
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from functools import lru_cache
 from typing import NamedTuple
@@ -25,8 +26,12 @@ from evaluators.hardware.base import (
     touched_lines,
 )
 from evaluators.specs import (
+    DATAFLOW_CHOICES,
     DATAFLOWS,
     DRAM_TYPES,
+    MAPPER_OBJECTIVES,
+    PE_TYPES,
+    SRAM_DEVICES,
     TEMPLATES,
     AcceleratorSpec,
     ConvLayer,
@@ -34,10 +39,18 @@ from evaluators.specs import (
     LayerCost,
 )
 
-_INT_FIELDS = ("pe_rows", "pe_cols", "rf_bytes")
-_FLOAT_FIELDS = ("glb_kib", "dram_gbps", "freq_mhz")
-_BOOL_FIELDS = ("double_buffered", "zero_gating", "weight_compression")
-_CHOICE_FIELDS = {"template": TEMPLATES, "dataflow": DATAFLOWS, "dram_type": DRAM_TYPES}
+_INT_FIELDS = ("pe_rows", "pe_cols", "rf_bytes", "pe_bits")
+_FLOAT_FIELDS = ("glb_kib", "dram_gbps", "freq_mhz", "tech_node_nm")
+_BOOL_FIELDS = ("double_buffered", "zero_gating", "weight_compression", "zero_skipping")
+_CHOICE_FIELDS = {
+    "template": TEMPLATES,
+    "dataflow": DATAFLOW_CHOICES,
+    "dram_type": DRAM_TYPES,
+    "pe_type": PE_TYPES,
+    "mapper_objective": MAPPER_OBJECTIVES,
+    "sram_device": SRAM_DEVICES,
+}
+FUSION_BRICK_BITS = 2  # Bit Fusion's BitBrick: a 2-bit x 2-bit multiplier (Sharma et al. 2018)
 
 PSUM_BITS = tables.ACCUMULATOR_BITS  # partial sums live at 32 bit in PEs and in the GLB
 
@@ -64,6 +77,15 @@ def validate_accelerator(acc: AcceleratorSpec) -> list[str]:
         v = getattr(acc, name)
         if not isinstance(v, (bool, np.bool_)):
             problems.append(f"{name}: must be true or false, got {v!r}")
+    lo, hi = tables.TECH_NODES_NM[-1], tables.TECH_NODES_NM[0]
+    node = acc.tech_node_nm
+    if is_real(node) and math.isfinite(node) and node > 0 and not lo <= node <= hi:
+        problems.append(f"tech_node_nm: must be in [{lo}, {hi}] (the scaling table), got {node}")
+    bits = acc.pe_bits
+    if acc.pe_type == "bit_fusion" and is_int(bits) and bits > 0 and (
+        bits < FUSION_BRICK_BITS or bits & (bits - 1)
+    ):
+        problems.append(f"pe_bits: must be a power of two >= 2 for bit_fusion, got {bits}")
     return problems
 
 
@@ -180,8 +202,11 @@ def _spatial_tiles(
 
 
 def weight_dram_bytes(layer: ConvLayer, acc: AcceleratorSpec) -> float:
-    """Weight bytes as stored in DRAM: dense, or bitmask + non-zeros when that is smaller."""
+    """Weight bytes as stored in DRAM: dense, or bitmask + non-zeros when that is smaller
+    (always the latter with ``zero_skipping``, whose array reads the mask)."""
     dense = layer.weight_count * layer.weight_bits / 8.0
+    if acc.zero_skipping:
+        return layer.weight_density * dense + layer.weight_count / 8.0
     if acc.weight_compression and layer.weight_density < 1.0:
         compressed = layer.weight_density * dense + layer.weight_count / 8.0
         return min(dense, compressed)
@@ -336,6 +361,51 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
     )
 
 
+# --------------------------------------------------------------------------- the PE options
+
+
+def _pow2_at_least(bits: int, floor: int) -> int:
+    """The smallest power of two >= ``bits`` and >= ``floor``."""
+    return max(floor, 1 << (bits - 1).bit_length())
+
+
+def pe_rate(acc: AcceleratorSpec, weight_bits: int, input_bits: int) -> tuple[int, int, int, int]:
+    """MACs per PE per cycle of a layer's operand widths, as ``(spatial, temporal, wb, ib)``.
+
+    A PE does ``spatial / temporal`` MACs per cycle on operands padded to ``wb`` x ``ib`` bits:
+    ``fixed`` 1/1 at the layer's own widths. ``bit_fusion`` (Sharma et al., ISCA 2018): the PE
+    is ``(pe_bits / 2)^2`` 2-bit BitBricks; each operand is padded to a power of two >= 2 bits
+    and the bricks fuse into ``(pe_bits / wb) * (pe_bits / ib)`` independent products per
+    cycle, or, for operands wider than ``pe_bits``, one product over several cycles (temporal
+    fusion). ``bit_serial`` (Stripes, Judd et al., MICRO 2016): weights in parallel at up to
+    ``pe_bits`` bits, activations one bit per cycle, so a MAC takes
+    ``input_bits * ceil(weight_bits / pe_bits)`` cycles.
+    """
+    if acc.pe_type == "bit_fusion":
+        wb = _pow2_at_least(weight_bits, FUSION_BRICK_BITS)
+        ib = _pow2_at_least(input_bits, FUSION_BRICK_BITS)
+        rate = (acc.pe_bits * acc.pe_bits, wb * ib)  # products per cycle as a fraction
+        g = math.gcd(*rate)
+        return rate[0] // g, rate[1] // g, wb, ib
+    if acc.pe_type == "bit_serial":
+        return 1, input_bits * -(-weight_bits // acc.pe_bits), weight_bits, input_bits
+    return 1, 1, weight_bits, input_bits
+
+
+def skipped_length(window: int, density: float, lanes: int) -> int:
+    """Positions of a ``window``-long weight axis left after zero-skipping compacts it.
+
+    Each of ``lanes`` filters in flight keeps about ``Binomial(window, density)`` non-zeros;
+    the fold lasts as long as the fullest lane. Expected maximum by the Gaussian tail bound:
+    ``d*W + sqrt(2 ln lanes) * sqrt(W d (1 - d))``, at most ``W``.
+    """
+    if density >= 1.0:
+        return window
+    mean = density * window
+    spread = math.sqrt(2.0 * math.log(lanes)) * math.sqrt(window * density * (1.0 - density))
+    return max(1, min(window, math.ceil(mean + spread)))
+
+
 # --------------------------------------------------------------------------- the template
 
 
@@ -344,7 +414,9 @@ class SystolicModel(HardwareModel):
 
     Cycles follow SCALE-Sim 3.0.0's stall-free count; DRAM traffic comes from ``plan_tiling``;
     latency is a roofline of compute against DRAM transfer; energy is per-action counts times
-    45 nm per-access energies from ``tables``. See docs/hardware/systolic.md.
+    45 nm per-access energies from ``tables`` (scaled to ``tech_node_nm``) plus leakage x
+    latency. With ``dataflow: auto`` each layer runs the dataflow that minimizes
+    ``mapper_objective``. See docs/hardware/systolic.md.
     """
 
     template = "systolic"
@@ -355,41 +427,94 @@ class SystolicModel(HardwareModel):
         super().__init__(acc)
         self.num_pes = acc.pe_rows * acc.pe_cols
         self._bytes_per_cycle = acc.dram_gbps * 1e9 / (acc.freq_mhz * 1e6)
-        self._rf_pj_bit = tables.sram_pj_per_bit(acc.rf_bytes)
-        self._glb_pj_bit = tables.sram_pj_per_bit(acc.glb_kib * 1024.0)
-        self._dram_pj_bit = tables.DRAM_PJ_PER_BIT[acc.dram_type]
-        self._acc_add_pj = tables.add_pj(PSUM_BITS)
+        self._node = tables.energy_scale(acc.tech_node_nm)  # energy and leakage, vs 45 nm
+        self._rf_pj_bit = tables.sram_pj_per_bit(acc.rf_bytes) * self._node
+        self._glb_pj_bit = tables.sram_pj_per_bit(acc.glb_kib * 1024.0) * self._node
+        self._dram_pj_bit = tables.DRAM_PJ_PER_BIT[acc.dram_type]  # off chip: not scaled
+        self._glb_leak_w = tables.sram_leakage_w(acc.glb_kib * 1024.0, acc.sram_device) * (
+            self._node
+        )
+        flows = DATAFLOWS if acc.dataflow == "auto" else (acc.dataflow,)
+        self._specs = {df: dataclasses.replace(acc, dataflow=df) for df in flows}
 
     @property
     def peak_ops_per_s(self) -> float:
-        """Peak throughput, 2 ops (multiply + add) per PE per cycle."""
+        """Peak throughput, 2 ops (multiply + add) per PE per cycle (``fixed`` PEs)."""
         return 2.0 * self.num_pes * self.acc.freq_mhz * 1e6
+
+    def _pe_bits(self, weight_bits: int, input_bits: int) -> tuple[int, int]:
+        """The multiplier a PE is built with: the operands' widths (``fixed``), ``pe_bits``
+        square (``bit_fusion``) or ``pe_bits`` x 1 (``bit_serial``)."""
+        acc = self.acc
+        if acc.pe_type == "bit_fusion":
+            return acc.pe_bits, acc.pe_bits
+        if acc.pe_type == "bit_serial":
+            return acc.pe_bits, 1
+        return weight_bits, input_bits
+
+    def leakage_w(self, *, weight_bits: int, input_bits: int) -> float:
+        """Static power: every PE's multiplier and accumulator (Aladdin) plus the GLB (CACTI)."""
+        pe = tables.pe_leakage_w(*self._pe_bits(weight_bits, input_bits)) * self._node
+        return self.num_pes * pe + self._glb_leak_w
 
     def area_mm2(self, *, weight_bits: int, input_bits: int) -> float:
         """PEs (multiplier + 32-bit accumulator adder + register file) plus the GLB SRAM."""
         acc = self.acc
         pe_um2 = (
-            tables.mult_area_um2(weight_bits, input_bits)
+            tables.mult_area_um2(*self._pe_bits(weight_bits, input_bits))
             + tables.add_area_um2(PSUM_BITS)
             + acc.rf_bytes * 8 * tables.REG_AREA_UM2_PER_BIT
         )
         glb_um2 = acc.glb_kib * tables.SRAM_AREA_UM2_PER_KIB
-        return (self.num_pes * pe_um2 + glb_um2) * 1e-6
+        return (self.num_pes * pe_um2 + glb_um2) * 1e-6 * tables.area_scale(acc.tech_node_nm)
+
+    def _objective(self, cost: LayerCost) -> float:
+        goal = self.acc.mapper_objective
+        if goal == "latency":
+            return cost.latency_ms
+        if goal == "energy":
+            return cost.energy_pj
+        return cost.energy_pj * cost.latency_ms
 
     def evaluate_layer(self, layer: ConvLayer) -> LayerCost:
         check_layer(layer)
-        acc = self.acc
+        if len(self._specs) == 1:
+            return self._evaluate(layer, next(iter(self._specs.values())))
+        costs: dict[str, LayerCost] = {}
+        failures: list[str] = []
+        for df, spec in self._specs.items():
+            try:
+                costs[df] = self._evaluate(layer, spec)
+            except InfeasibleDesign as e:
+                failures.append(str(e))
+        if not costs:
+            raise InfeasibleDesign(f"dataflow auto: no dataflow runs it ({'; '.join(failures)})")
+        scores = {df: self._objective(c) for df, c in costs.items()}
+        best = min(scores, key=scores.__getitem__)  # ties: the order of DATAFLOWS
+        cost = costs[best]
+        cost.mapping["dataflow_choice"] = {
+            "objective": self.acc.mapper_objective, "candidates": scores
+        }
+        return cost
+
+    def _evaluate(self, layer: ConvLayer, acc: AcceleratorSpec) -> LayerCost:
+        """The cost of ``layer`` under the single dataflow of ``acc``."""
         rows, cols = acc.pe_rows, acc.pe_cols
-        wbits, ibits = layer.weight_bits, layer.input_bits
+        spatial_rate, temporal_rate, wbits, ibits = pe_rate(acc, layer.weight_bits,
+                                                            layer.input_bits)
         # A grouped conv is ``groups`` independent GEMMs run one after another.
         groups = layer.groups
         window = layer.filter_h * layer.filter_w * (layer.channels // groups)
         pixels = layer.ofmap_h * layer.ofmap_w * layer.batch
         k = layer.num_filters // groups
+        density = layer.weight_density
+        df = acc.dataflow
+        if acc.zero_skipping:  # the weight axis (the window) keeps the fullest lane's non-zeros
+            window = skipped_length(window, density, k if df == "is" else min(k, cols))
+            density = 1.0  # what is left runs dense (no gating gain on top)
 
         # Conv -> GEMM views (SCALE-Sim): spatial rows, spatial cols, temporal; and the bit
         # widths of the stationary, row-streamed and column-streamed operands.
-        df = acc.dataflow
         if df == "ws":
             sr, sc, t = window, k, pixels
             stat_bits, row_bits, col_bits, col_psum = wbits, ibits, PSUM_BITS, True
@@ -407,16 +532,19 @@ class SystolicModel(HardwareModel):
                 f"got {acc.rf_bytes}"
             )
 
-        fr, fc = -(-sr // rows), -(-sc // cols)
+        # A precision-scalable PE does ``spatial_rate`` products at once (more logical
+        # columns) or one product in ``temporal_rate`` cycles (a longer stream).
+        fr, fc = -(-sr // rows), -(-sc // (cols * spatial_rate))
+        t_cycles = t * temporal_rate
         folds = fr * fc
         # SCALE-Sim 3.0.0 stall-free cycles: per fold, WS/IS preload the stationary operand
         # (rows cycles), then fill (rows + cols), stream T, drain; OS has no preload.
-        per_fold = (rows if df == "os" else 2 * rows) + cols + t - 2
+        per_fold = (rows if df == "os" else 2 * rows) + cols + t_cycles - 2
         compute = groups * (folds * per_fold - 1)  # SCALE-Sim runs groups as separate layers
         hidden = 0
         if df != "os" and acc.double_buffered and acc.rf_bytes * 8 >= 2 * stat_bits:
             # the next fold's preload overlaps this fold
-            hidden = (groups * folds - 1) * min(rows, t)
+            hidden = (groups * folds - 1) * min(rows, t_cycles)
         compute_overlapped = compute - hidden
 
         tiling = plan_tiling(layer, acc)
@@ -425,12 +553,18 @@ class SystolicModel(HardwareModel):
         dram_bytes = dram_read + dram_write
         dram_cycles = dram_bytes / self._bytes_per_cycle
         total = max(compute_overlapped, math.ceil(dram_cycles))
+        latency_ms = total / (acc.freq_mhz * 1e3)
 
-        macs = layer.macs
-        mult_pj = tables.mult_pj(wbits, ibits)
-        if acc.zero_gating:
-            mult_pj *= layer.weight_density
-        mac_pj = macs * (mult_pj + self._acc_add_pj)
+        # MACs the array performs (zero-skipping drops the zeros it compacted away).
+        macs = layer.macs * (layer.weight_density if acc.zero_skipping else 1.0)
+        if acc.pe_type == "bit_serial":  # temporal_rate shift-adds of a pe_bits x 1 product
+            mac_pj = temporal_rate * (tables.mult_pj(acc.pe_bits, 1) + tables.add_pj(PSUM_BITS))
+        else:
+            mult_pj = tables.mult_pj(wbits, ibits)  # padded widths: the bricks that switch
+            if acc.zero_gating:
+                mult_pj *= density
+            mac_pj = mult_pj + tables.add_pj(PSUM_BITS)
+        mac_pj *= macs * self._node
         # RF: per MAC one access per operand (stationary read, streamed operand passed
         # register-to-register, 32-bit psum update).
         rf_pj = macs * (wbits + ibits + PSUM_BITS) * self._rf_pj_bit
@@ -445,6 +579,8 @@ class SystolicModel(HardwareModel):
         )
         glb_pj = glb_bits * self._glb_pj_bit
         dram_pj = 8 * dram_bytes * self._dram_pj_bit
+        leak_w = self.leakage_w(weight_bits=layer.weight_bits, input_bits=layer.input_bits)
+        leak_pj = leak_w * latency_ms * 1e9  # W x ms -> pJ
 
         pes = self.num_pes
         return layer_cost(
@@ -458,7 +594,8 @@ class SystolicModel(HardwareModel):
             rf_energy_pj=rf_pj,
             glb_energy_pj=glb_pj,
             dram_energy_pj=dram_pj,
-            latency_ms=total / (acc.freq_mhz * 1e3),
+            leakage_energy_pj=leak_pj,
+            latency_ms=latency_ms,
             mapping={
                 "template": self.template,
                 "dataflow": df,
@@ -469,11 +606,15 @@ class SystolicModel(HardwareModel):
                 "folds_col": fc,
                 "folds": folds,
                 "groups": groups,
-                "ideal_cycles": -(-macs // pes),
+                "pe_type": acc.pe_type,
+                "macs_per_pe_cycle": spatial_rate / temporal_rate,
+                "executed_macs": macs,
+                "ideal_cycles": -(-layer.macs // pes),
                 "compute_cycles_overlapped": compute_overlapped,
                 "preload_cycles_hidden": hidden,
                 "dram_cycles": dram_cycles,
                 "bound": "memory" if dram_cycles > compute_overlapped else "compute",
+                "leakage_w": leak_w,
                 "order": tiling.order,
                 "kt": tiling.kt,
                 "ct": tiling.ct,

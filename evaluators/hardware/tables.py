@@ -29,6 +29,14 @@ Sources (short names used below):
     [Eyeriss17] Y.-H. Chen et al., "Eyeriss: an energy-efficient reconfigurable accelerator
         for deep convolutional neural networks", JSSC 2017: data gating skips the MAC's
         switching on zero operands.
+    [CACTI7] CACTI 7.0 (Balasubramonian et al., "CACTI 7: New Tools for Interconnect
+        Exploration in Innovative Off-Chip Memories", ACM TACO 2017), the build shipped inside
+        the zigzag-dse 3.9.1 wheel, run by ``benchmarks/cacti_sram.py``: one-bank RAM, one
+        read and one write port, 64-bit word, 45 nm, 360 K, no ECC.
+    [StillmakerBaas17] A. Stillmaker, B. Baas, "Scaling equations for the accurate prediction
+        of CMOS device performance from 180 nm to 7 nm", Integration 58 (2017) 74-81; the
+        tables as used by Accelergy's hwcomponents (``hwcomponents/scaling/techscaling.py``):
+        area factors between nodes and per-node energy polynomials a*Vdd^2 + b*Vdd + c.
 """
 
 from __future__ import annotations
@@ -119,7 +127,97 @@ ALADDIN_REG_AREA_UM2_PER_BIT_40NM = 5.98
 REG_AREA_UM2_PER_BIT = ALADDIN_REG_AREA_UM2_PER_BIT_40NM * (TECH_NODE_NM / 40.0) ** 2
 
 # No overhead factor (wiring, control, I/O, clock tree, DRAM PHY) is applied: we found no
-# citable one for this template. No leakage is modeled: see docs/hardware/systolic.md.
+# citable one for this template.
+
+# --------------------------------------------------------------------------- leakage (45 nm)
+
+# [Aladdin14] 40 nm leakage power (hwcomponents-library ``aladdin.py``): 32x32-bit multiplier
+# 80 uW (0.08 pJ per 1 ns cycle), 32-bit adder 2.4 uW, register 0. Scaled like the dynamic
+# energies: the multiplier with the product of its operand widths, the adder with its width;
+# from 40 to 45 nm by ``energy_scale`` (Accelergy scales leakage power by the same factor).
+# Their leakage per um^2 (12.6 nW for the multiplier, 8.6 for the adder) is that of CACTI's
+# itrs-lop SRAM below (12.8 nW/um^2 at 1 MiB), the flavour we default to.
+ALADDIN_NODE_NM = 40
+ALADDIN_MULT32_LEAK_UW = 80.0
+ALADDIN_ADD32_LEAK_UW = 2.4
+
+# [CACTI7] leakage (subthreshold + gate) of an SRAM of each capacity, mW, 45 nm, 360 K, per
+# ITRS device flavour (hp: high performance, lop: low operating power, lstp: low standby
+# power). Dynamic read energies of the same runs: 6.5 / 18.6 / 100 pJ per 64 bits for itrs-hp
+# at 8 KiB / 32 KiB / 1 MiB, against [Horowitz14]'s 10 / 20 / 100 (see docs/hardware).
+SRAM_LEAKAGE_KIB = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+SRAM_LEAKAGE_MW = {
+    "itrs-hp": (1.551, 3.451, 6.793, 12.64, 23.49, 46.63, 93.26, 173, 343.9, 687.8, 1376, 2751,
+                5497, 1.099e04, 2.193e04),
+    "itrs-lop": (0.1377, 0.2694, 0.4793, 0.8896, 1.566, 3.133, 5.727, 11.14, 22.28, 42.36, 83.24,
+                 177.9, 350.5, 701, 1407),
+    "itrs-lstp": (0.0003496, 0.0007811, 0.001533, 0.002854, 0.005231, 0.01046, 0.01933, 0.03866,
+                  0.07731, 0.1479, 0.2956, 0.5912, 1.178, 2.356, 4.712),
+}
+
+# --------------------------------------------------------------------------- node scaling
+
+# [StillmakerBaas17] area factor from 45 nm to each node (the 45 nm row of the table).
+TECH_NODES_NM = (130, 90, 65, 45, 32, 20, 16, 14, 10, 7)
+AREA_FROM_45NM = (6.4, 2.8, 1.5, 1.0, 0.46, 0.21, 0.19, 0.17, 0.1, 0.059)
+# [StillmakerBaas17] energy per switch of each node, a*Vdd^2 + b*Vdd + c (relative units).
+ENERGY_POLY = (
+    (7.171, -6.709, 2.904),
+    (4.762, -4.781, 2.092),
+    (3.755, -4.398, 1.975),
+    (1.103, -0.362, 0.2767),
+    (0.9559, -0.7823, 0.471),
+    (0.373, -0.1582, 0.04104),
+    (0.2958, -0.1241, 0.03024),
+    (0.2363, -0.09675, 0.02239),
+    (0.2068, -0.09311, 0.02375),
+    (0.1776, -0.09097, 0.02447),
+)
+SCALING_VDD = 0.9  # [Horowitz14]'s supply, used for both nodes of every energy ratio
+
+
+def _interp_node(node_nm: float, values: tuple[float, ...]) -> float:
+    """``values`` (one per ``TECH_NODES_NM``) interpolated linearly in nm at ``node_nm``."""
+    nodes = TECH_NODES_NM
+    if not nodes[-1] <= node_nm <= nodes[0]:
+        raise ValueError(f"node {node_nm} nm is outside {nodes[-1]}-{nodes[0]} nm")
+    for (hi, v_hi), (lo, v_lo) in zip(zip(nodes, values), zip(nodes[1:], values[1:])):
+        if lo <= node_nm <= hi:
+            return v_lo + (v_hi - v_lo) * (node_nm - lo) / (hi - lo)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def area_scale(node_nm: float) -> float:
+    """Area at ``node_nm`` over area at 45 nm ([StillmakerBaas17], linear in nm between nodes)."""
+    return _interp_node(node_nm, AREA_FROM_45NM)
+
+
+def energy_scale(to_nm: float, from_nm: float = TECH_NODE_NM) -> float:
+    """Energy (and leakage power) at ``to_nm`` over that at ``from_nm``, both at 0.9 V."""
+    per_node = tuple(a * SCALING_VDD**2 + b * SCALING_VDD + c for a, b, c in ENERGY_POLY)
+    return _interp_node(to_nm, per_node) / _interp_node(from_nm, per_node)
+
+
+def pe_leakage_w(weight_bits: int, input_bits: int) -> float:
+    """Leakage of one PE's multiplier and 32-bit accumulator adder at 45 nm, W."""
+    uw = ALADDIN_MULT32_LEAK_UW * weight_bits * input_bits / 1024.0 + (
+        ALADDIN_ADD32_LEAK_UW * ACCUMULATOR_BITS / 32.0
+    )
+    return uw * 1e-6 * energy_scale(TECH_NODE_NM, ALADDIN_NODE_NM)
+
+
+def sram_leakage_w(capacity_bytes: float, device: str) -> float:
+    """Leakage of an SRAM of ``capacity_bytes`` at 45 nm, W: [CACTI7] points interpolated
+    log-log, and proportional to capacity beyond the smallest and largest point."""
+    kib = capacity_bytes / 1024.0
+    xs, ys = SRAM_LEAKAGE_KIB, SRAM_LEAKAGE_MW[device]
+    if kib <= xs[0]:
+        return ys[0] * kib / xs[0] * 1e-3
+    if kib >= xs[-1]:
+        return ys[-1] * kib / xs[-1] * 1e-3
+    i = next(j for j in range(1, len(xs)) if kib <= xs[j])
+    t = math.log(kib / xs[i - 1]) / math.log(xs[i] / xs[i - 1])
+    return math.exp(math.log(ys[i - 1]) + t * math.log(ys[i] / ys[i - 1])) * 1e-3
 
 
 def mult_pj(weight_bits: int, input_bits: int) -> float:

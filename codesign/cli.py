@@ -192,11 +192,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_hw(report: Any, as_json: bool) -> None:
+def _print_hw(report: Any, as_json: bool, resources: dict[str, Any] | None = None) -> None:
+    """Print a hardware report (a table, or JSON); ``resources``: an FPGA's resource use."""
     from codesign.report import text_table
 
     if as_json:
-        print(json.dumps(report.to_dict(), indent=2))
+        doc = report.to_dict()
+        if resources is not None:
+            doc["resources"] = resources
+        print(json.dumps(doc, indent=2))
         return
     cols = ["name", "macs", "compute_cycles", "total_cycles", "utilization", "dram_read_bytes",
             "dram_write_bytes", "energy_pj", "latency_ms"]
@@ -204,12 +208,19 @@ def _print_hw(report: Any, as_json: bool) -> None:
     cells = [[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols]
              for r in rows]
     print("\n".join(text_table(cols, cells)))
-    print(f"area {report.area_mm2:.4g} mm2, average power {report.power_w:.4g} W, energy "
+    if resources is None:
+        size = f"area {report.area_mm2:.4g} mm2"
+    else:  # an FPGA occupies resources, not mm^2
+        size = "uses " + ", ".join(
+            f"{name} {r['used']}/{r['available']} ({100 * r['fraction']:.1f} %)"
+            for name, r in resources.items() if r["used"] is not None and r["available"]
+        )
+    print(f"{size}, average power {report.power_w:.4g} W, energy "
           f"{report.energy_mj:.4g} mJ, latency {report.latency_ms:.4g} ms")
 
 
 def cmd_hw(args: argparse.Namespace) -> int:
-    from evaluators.hardware import evaluate_network, load_accelerator_yaml, read_layers_csv
+    from evaluators.hardware import load_accelerator_yaml, make_model, read_layers_csv
 
     acc = load_accelerator_yaml(args.accelerator)
     if (args.layers is None) == (args.network is None):
@@ -219,7 +230,9 @@ def cmd_hw(args: argparse.Namespace) -> int:
                          "own shapes)")
     layers = (read_layers_csv(args.layers) if args.layers
               else _network_layers(args.network, args.deploy_input))
-    _print_hw(evaluate_network(layers, acc), args.json)
+    model = make_model(acc)
+    resources = model.resources() if hasattr(model, "resources") else None
+    _print_hw(model.evaluate_network(layers), args.json, resources)
     return 0
 
 

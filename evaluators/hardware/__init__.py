@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from evaluators.hardware.base import HardwareModel, layer_problems
 from evaluators.hardware.eyeriss import EyerissModel, EyerissSpec
+from evaluators.hardware.fpga import FpgaModel, FpgaSpec
 from evaluators.hardware.gpu import GpuRooflineModel, GpuSpec
 from evaluators.hardware.io import (
     accelerator_yaml_problems,
@@ -36,6 +37,8 @@ from evaluators.specs import AcceleratorSpec, ConvLayer, HardwareReport, LayerCo
 __all__ = [
     "EyerissModel",
     "EyerissSpec",
+    "FpgaModel",
+    "FpgaSpec",
     "GpuRooflineModel",
     "GpuSpec",
     "HardwareModel",
@@ -53,12 +56,13 @@ __all__ = [
     "validate_accelerator",
 ]
 
-AnySpec = AcceleratorSpec | GpuSpec | EyerissSpec
+AnySpec = AcceleratorSpec | GpuSpec | EyerissSpec | FpgaSpec
 
 MODELS: dict[str, type[HardwareModel]] = {
     SystolicModel.template: SystolicModel,
     GpuRooflineModel.template: GpuRooflineModel,
     EyerissModel.template: EyerissModel,
+    FpgaModel.template: FpgaModel,
 }
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from evaluators.hardware import eyeriss, gpu
+from evaluators.hardware import eyeriss, fpga, gpu
 from evaluators.hardware.base import type_name
 from evaluators.hardware.eyeriss import EyerissSpec
 from evaluators.hardware.gpu import GpuSpec
@@ -171,7 +171,8 @@ def _parse_float(raw: str) -> float | None:
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(AcceleratorSpec)}
 KNOWN_KEYS = tuple(_DEFAULTS)
 _CHOICES = {
-    "template": (*TEMPLATES, gpu.GPU_TEMPLATE, eyeriss.EYERISS_TEMPLATE),  # never reached
+    "template": (*TEMPLATES, gpu.GPU_TEMPLATE, eyeriss.EYERISS_TEMPLATE,
+                 fpga.FPGA_TEMPLATE),  # never reached
     # by a gpu or eyeriss file: those go to _template_problems
     "dataflow": DATAFLOW_CHOICES,
     "dram_type": DRAM_TYPES,
@@ -306,6 +307,8 @@ _OTHER_TEMPLATES = {
     gpu.GPU_TEMPLATE: _Template(GpuSpec, gpu.GPU_KEYS, gpu.GPU_REQUIRED_KEYS, gpu.check_field),
     eyeriss.EYERISS_TEMPLATE: _Template(EyerissSpec, eyeriss.EYERISS_KEYS, (),
                                         eyeriss.check_field),
+    fpga.FPGA_TEMPLATE: _Template(fpga.FpgaSpec, fpga.FPGA_KEYS, fpga.FPGA_REQUIRED_KEYS,
+                                  fpga.check_field),
 }
 
 

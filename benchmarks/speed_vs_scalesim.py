@@ -20,7 +20,9 @@ the output size (SCALE-Sim uses ceil((H - R + s) / s), see docs/hardware/validat
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
+import dataclasses
 import io
 import os
 import platform
@@ -316,6 +318,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{report.total.compute_cycles:>15,} {report.total.total_cycles:>13,} "
             f"{secs * 1e3:>8.2f} {secs / len(rows) * 1e6:>9.0f}"
         )
+    auto = make_model(dataclasses.replace(ACC, dataflow="auto"))
+    for net, rows in (("ResNet-18", RESNET18), ("MobileNetV2", MOBILENETV2)):
+        layers = [to_layer(r) for r in rows]
+        secs = median_seconds(lambda layers=layers: auto.evaluate_network(layers))
+        picked = collections.Counter(
+            c.mapping["dataflow"] for c in auto.evaluate_network(layers).layers
+        )
+        print(f"{net + ', dataflow auto (ws, os and is per layer, EDP)':<52} {secs * 1e3:>8.2f} ms"
+              f"  picked {dict(picked)}")
     n_dw = sum("DP" in r[0] for r in MOBILENETV2)
     print(
         f"(MobileNetV2: its {n_dw} depthwise rows are grouped convs, groups = channels, "

@@ -42,6 +42,7 @@ Sources (short names used below):
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 TECH_NODE_NM = 45  # every figure below is at (or scaled to) this node
 
@@ -187,17 +188,20 @@ def _interp_node(node_nm: float, values: tuple[float, ...]) -> float:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+@lru_cache(maxsize=256)  # a pure function of a few numbers
 def area_scale(node_nm: float) -> float:
     """Area at ``node_nm`` over area at 45 nm ([StillmakerBaas17], linear in nm between nodes)."""
     return _interp_node(node_nm, AREA_FROM_45NM)
 
 
+@lru_cache(maxsize=256)  # a pure function of a few numbers
 def energy_scale(to_nm: float, from_nm: float = TECH_NODE_NM) -> float:
     """Energy (and leakage power) at ``to_nm`` over that at ``from_nm``, both at 0.9 V."""
     per_node = tuple(a * SCALING_VDD**2 + b * SCALING_VDD + c for a, b, c in ENERGY_POLY)
     return _interp_node(to_nm, per_node) / _interp_node(from_nm, per_node)
 
 
+@lru_cache(maxsize=256)  # a pure function of a few numbers
 def pe_leakage_w(weight_bits: int, input_bits: int) -> float:
     """Leakage of one PE's multiplier and 32-bit accumulator adder at 45 nm, W."""
     uw = ALADDIN_MULT32_LEAK_UW * weight_bits * input_bits / 1024.0 + (
@@ -206,6 +210,7 @@ def pe_leakage_w(weight_bits: int, input_bits: int) -> float:
     return uw * 1e-6 * energy_scale(TECH_NODE_NM, ALADDIN_NODE_NM)
 
 
+@lru_cache(maxsize=256)  # a pure function of a few numbers
 def sram_leakage_w(capacity_bytes: float, device: str) -> float:
     """Leakage of an SRAM of ``capacity_bytes`` at 45 nm, W: [CACTI7] points interpolated
     log-log, and proportional to capacity beyond the smallest and largest point."""

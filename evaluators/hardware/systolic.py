@@ -131,6 +131,27 @@ class Tiling(NamedTuple):
     def total_bytes(self) -> float:
         return self.input_bytes + self.weight_bytes + self.output_bytes
 
+    def mapping(self) -> dict[str, float | int | str]:
+        """The tiling as ``LayerCost.mapping`` entries (JSON-able)."""
+        return {
+            "order": self.order,
+            "kt": self.kt,
+            "ct": self.ct,
+            "et": self.et,
+            "ft": self.ft,
+            "groups_per_tile": self.gt,
+            "k_tiles": self.k_tiles,
+            "c_tiles": self.c_tiles,
+            "row_tiles": self.row_tiles,
+            "col_tiles": self.col_tiles,
+            "glb_bytes_used": self.glb_bytes_used,
+            "dram_input_bytes": self.input_bytes,
+            "dram_weight_bytes": self.weight_bytes,
+            "dram_output_bytes": self.output_bytes,
+            "dram_psum_bytes": self.psum_read_bytes + self.psum_write_bytes,
+            "dram_compulsory_bytes": self.compulsory_bytes,
+        }
+
 
 # DRAM-level loop orders over K tiles, C tiles and spatial tiles (S), outermost first. Every
 # other order (S split around K or C) moves as much as one of these or more.
@@ -615,21 +636,6 @@ class SystolicModel(HardwareModel):
                 "dram_cycles": dram_cycles,
                 "bound": "memory" if dram_cycles > compute_overlapped else "compute",
                 "leakage_w": leak_w,
-                "order": tiling.order,
-                "kt": tiling.kt,
-                "ct": tiling.ct,
-                "et": tiling.et,
-                "ft": tiling.ft,
-                "groups_per_tile": tiling.gt,
-                "k_tiles": tiling.k_tiles,
-                "c_tiles": tiling.c_tiles,
-                "row_tiles": tiling.row_tiles,
-                "col_tiles": tiling.col_tiles,
-                "glb_bytes_used": tiling.glb_bytes_used,
-                "dram_input_bytes": tiling.input_bytes,
-                "dram_weight_bytes": tiling.weight_bytes,
-                "dram_output_bytes": tiling.output_bytes,
-                "dram_psum_bytes": tiling.psum_read_bytes + tiling.psum_write_bytes,
-                "dram_compulsory_bytes": tiling.compulsory_bytes,
+                **tiling.mapping(),
             },
         )

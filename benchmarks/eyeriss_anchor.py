@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  energy          {t.energy_pj * 1e-6:.1f} uJ = {t.energy_pj / t.macs:.2f} pJ/MAC "
           f"(MAC {t.mac_energy_pj / t.macs:.2f}, spads {t.rf_energy_pj / t.macs:.2f}, "
           f"GLB+NoC {t.glb_energy_pj / t.macs:.2f} [GLB {(t.glb_energy_pj - noc_pj) / t.macs:.2f}"
-          f", NoC {noc_pj / t.macs:.2f}], DRAM {t.dram_energy_pj / t.macs:.2f})")
+          f", NoC {noc_pj / t.macs:.2f}], leakage {t.leakage_energy_pj / t.macs:.2f}, "
+          f"DRAM {t.dram_energy_pj / t.macs:.2f})")
     print(f"  chip energy     {chip_pj * 1e-6:.1f} uJ = {chip_pj / t.macs:.2f} pJ/MAC (no DRAM)")
     print(f"  DRAM            {dram_bytes / 1e6:.2f} MB = {words_per_mac:.4f} word accesses/MAC "
           f"(chip: {ANCHOR_DRAM_ACCESS_PER_MAC}, with run-length compression)")

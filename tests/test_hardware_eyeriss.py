@@ -111,12 +111,16 @@ def test_anchor_frame_rate_within_30_percent(anchor) -> None:  # noqa: ANN001
 
 
 def test_anchor_power_is_below_the_chip(anchor) -> None:  # noqa: ANN001
-    """Not within +-30 %: the model prices datapath and memory accesses only (no clock tree,
-    control, leakage), so it must stay below the measured chip; the gap (0.44x at the time of
-    writing) is explained in docs/hardware/eyeriss.md and guarded here against drifting."""
+    """Not within +-30 %: the model prices datapath and memory accesses and generic leakage
+    (no clock tree, control, I/O), so it must stay below the measured chip; the gap (0.54x at
+    the time of writing) is explained in docs/hardware/eyeriss.md and guarded here against
+    drifting."""
     ratio = chip_power_w(anchor) * 1e3 / ANCHOR_MW
     assert 0.3 < ratio < 1.0, ratio
     assert anchor.power_w > chip_power_w(anchor)  # the report's power includes DRAM
+    leak_w = anchor.total.leakage_energy_pj * 1e-12 / (anchor.total.latency_ms * 1e-3)
+    assert leak_w == pytest.approx(anchor.layers[0].mapping["leakage_w"])  # static, every layer
+    assert 0 < leak_w < chip_power_w(anchor)
 
 
 def test_anchor_runs_compute_bound_with_the_chip_pe_sets(anchor) -> None:  # noqa: ANN001
@@ -182,8 +186,9 @@ def test_bigger_glb_never_adds_dram_traffic() -> None:
 @pytest.mark.parametrize(
     ("objective", "key"),
     [
-        ("edp", lambda c: c.energy_pj * c.compute_cycles),
-        ("energy", lambda c: c.energy_pj),
+        # the mapper minimizes dynamic energy; a bigger GLB does leak more
+        ("edp", lambda c: (c.energy_pj - c.leakage_energy_pj) * c.compute_cycles),
+        ("energy", lambda c: c.energy_pj - c.leakage_energy_pj),
         ("dram", lambda c: c.dram_read_bytes + c.dram_write_bytes),
     ],
 )

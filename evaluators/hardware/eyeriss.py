@@ -60,6 +60,7 @@ from evaluators.hardware.base import (
 )
 from evaluators.specs import (
     DRAM_TYPES,
+    SRAM_DEVICES,
     ConvLayer,
     HardwareReport,
     InfeasibleDesign,
@@ -110,7 +111,8 @@ NOC_REF_BITS = 16
 # DRAM: pJ per bit from ``tables.DRAM_PJ_PER_BIT`` ([AccelergyCACTI]); its LPDDR4 figure, 8 pJ/bit,
 # is the same as [TimeloopEyeriss]'s 512 pJ per 64 bits.
 
-# No leakage is modeled: we found no citable leakage figure for Eyeriss (see the docs).
+# Leakage: no figure of the Eyeriss chip itself was found; ``EyerissModel.leakage_w`` uses the
+# generic Aladdin (logic) and CACTI 7 (SRAM) figures of ``tables`` scaled to 65 nm (see the docs).
 
 # --------------------------------------------------------------------------- the spec
 
@@ -147,6 +149,8 @@ class EyerissSpec:
         mapper_objective: what the per-layer mapper minimizes first: ``edp`` (energy x
             compute cycles; default), ``energy`` or ``dram`` (DRAM traffic). Each never gets
             worse when the GLB grows; the others may (docs, section Mapper).
+        sram_device: CACTI device flavour of the GLB and filter spads (their leakage), as for
+            the systolic template.
         template: always ``eyeriss``.
     """
 
@@ -163,6 +167,7 @@ class EyerissSpec:
     dram_type: str = "lpddr4"
     process_nm: int = TECH_NODE_NM
     mapper_objective: str = "edp"
+    sram_device: str = "itrs-lop"
     template: str = EYERISS_TEMPLATE
 
     def to_dict(self) -> dict[str, Any]:
@@ -216,9 +221,10 @@ def check_field(name: str, v: Any) -> tuple[Any, str | None]:
         if not isinstance(v, str) or v not in MAPPER_OBJECTIVES:
             return v, f"must be one of {', '.join(MAPPER_OBJECTIVES)}, got {v!r}"
         return v, None
-    if name == "dram_type":
-        if not isinstance(v, str) or v not in DRAM_TYPES:
-            return v, f"must be one of {', '.join(DRAM_TYPES)}, got {v!r}"
+    if name in ("dram_type", "sram_device"):
+        choices = DRAM_TYPES if name == "dram_type" else SRAM_DEVICES
+        if not isinstance(v, str) or v not in choices:
+            return v, f"must be one of {', '.join(choices)}, got {v!r}"
         return v, None
     if name == "process_nm":
         if not is_real(v) or v != TECH_NODE_NM:
@@ -564,7 +570,8 @@ class EyerissModel(HardwareModel):
     Per layer: ``plan_row_stationary`` picks the mapping and DRAM tile and counts accesses;
     latency is ``max(compute cycles, DRAM bytes / bandwidth)``; energy is accesses x the 65 nm
     per-access energies of ``AccessEnergies`` (network hops and GLB SRAM are reported together
-    as ``glb_energy_pj``; the split is in ``mapping``). No leakage. See docs/hardware/eyeriss.md.
+    as ``glb_energy_pj``; the split is in ``mapping``) plus leakage x latency (``leakage_w``).
+    See docs/hardware/eyeriss.md.
 
     Same lifecycle and invariants as ``HardwareModel`` (immutable, picklable, pure);
     ``evaluate_network`` is the base class's.
@@ -578,6 +585,19 @@ class EyerissModel(HardwareModel):
         self.num_pes = acc.num_pes
         self.energies = AccessEnergies.of(acc)  # per access, for every layer's plan
         self._bytes_per_cycle = acc.dram_gbps * 1e9 / (acc.freq_mhz * 1e6)
+        self.leakage_w = self._leakage_w()
+
+    def _leakage_w(self) -> float:
+        """Static power, W: every PE's ``word_bits`` multiplier and adder (Aladdin) and filter
+        spad, and the GLB (CACTI), from 45 nm to 65 nm by ``tables.energy_scale`` (the
+        ifmap and psum spads are registers, which Aladdin gives no leakage)."""
+        s = self.acc
+        b = s.word_bits
+        datapath = tables.mult_leakage_w(b, b) + tables.add_leakage_w(b)
+        spad_bytes = s.filter_spad_words * b / 8
+        per_pe = datapath + tables.sram_leakage_w(spad_bytes, s.sram_device)
+        glb = tables.sram_leakage_w(s.glb_kib * 1024.0, s.sram_device)
+        return (self.num_pes * per_pe + glb) * tables.energy_scale(s.process_nm)
 
     @property
     def peak_macs_per_s(self) -> float:
@@ -589,8 +609,8 @@ class EyerissModel(HardwareModel):
 
         The datapath is ``word_bits`` wide whatever the layer widths. Constants from
         ``tables`` (45 nm: Horowitz multiplier/adder, Aladdin registers for the ifmap and psum
-        spads, EIE SRAM density for the filter spad and the GLB), scaled by
-        ``(65 / 45) ** 2`` (ideal area scaling, our assumption). No overhead for the network,
+        spads, EIE SRAM density for the filter spad and the GLB), scaled to 65 nm by
+        ``tables.area_scale`` (Stillmaker & Baas: x 1.5). No overhead for the network,
         control, clock tree or I/O: a lower bound (docs/hardware/eyeriss.md, section Area).
         """
         s = self.acc
@@ -602,8 +622,7 @@ class EyerissModel(HardwareModel):
             + s.filter_spad_words * b / 8 / 1024 * tables.SRAM_AREA_UM2_PER_KIB
         )
         glb_um2 = s.glb_kib * tables.SRAM_AREA_UM2_PER_KIB
-        scale = (s.process_nm / tables.TECH_NODE_NM) ** 2
-        return (self.num_pes * pe_um2 + glb_um2) * scale * 1e-6
+        return (self.num_pes * pe_um2 + glb_um2) * tables.area_scale(s.process_nm) * 1e-6
 
     def evaluate_layer(self, layer: ConvLayer) -> LayerCost:
         check_layer(layer)
@@ -635,7 +654,9 @@ class EyerissModel(HardwareModel):
             "dram_cycles": dram_cycles,
             "bound": "memory" if dram_cycles > compute else "compute",
             "dram_compulsory_bytes": plan["dram_compulsory_words"] * bpw,
+            "leakage_w": self.leakage_w,
         }
+        latency_ms = total / (s.freq_mhz * 1e3)
         return layer_cost(
             layer,
             num_pes=pes,
@@ -647,7 +668,8 @@ class EyerissModel(HardwareModel):
             rf_energy_pj=plan["rf_energy_pj"],
             glb_energy_pj=plan["glb_sram_energy_pj"] + plan["noc_energy_pj"],
             dram_energy_pj=plan["dram_energy_pj"],
-            latency_ms=total / (s.freq_mhz * 1e3),
+            leakage_energy_pj=self.leakage_w * latency_ms * 1e9,  # W x ms -> pJ
+            latency_ms=latency_ms,
             mapping=mapping,
         )
 

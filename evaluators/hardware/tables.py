@@ -201,13 +201,21 @@ def energy_scale(to_nm: float, from_nm: float = TECH_NODE_NM) -> float:
     return _interp_node(to_nm, per_node) / _interp_node(from_nm, per_node)
 
 
+def mult_leakage_w(weight_bits: int, input_bits: int) -> float:
+    """Leakage of one integer multiplier at 45 nm, W (Aladdin's, quadratic in width)."""
+    uw = ALADDIN_MULT32_LEAK_UW * weight_bits * input_bits / 1024.0
+    return uw * 1e-6 * energy_scale(TECH_NODE_NM, ALADDIN_NODE_NM)
+
+
+def add_leakage_w(bits: int) -> float:
+    """Leakage of one integer adder at 45 nm, W (Aladdin's, linear in width)."""
+    return ALADDIN_ADD32_LEAK_UW * bits / 32.0 * 1e-6 * energy_scale(TECH_NODE_NM, ALADDIN_NODE_NM)
+
+
 @lru_cache(maxsize=256)  # a pure function of a few numbers
 def pe_leakage_w(weight_bits: int, input_bits: int) -> float:
     """Leakage of one PE's multiplier and 32-bit accumulator adder at 45 nm, W."""
-    uw = ALADDIN_MULT32_LEAK_UW * weight_bits * input_bits / 1024.0 + (
-        ALADDIN_ADD32_LEAK_UW * ACCUMULATOR_BITS / 32.0
-    )
-    return uw * 1e-6 * energy_scale(TECH_NODE_NM, ALADDIN_NODE_NM)
+    return mult_leakage_w(weight_bits, input_bits) + add_leakage_w(ACCUMULATOR_BITS)
 
 
 @lru_cache(maxsize=256)  # a pure function of a few numbers

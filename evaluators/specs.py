@@ -221,6 +221,8 @@ class AcceleratorSpec:
         dataflow: ``ws`` (weight-), ``os`` (output-) or ``is`` (input-stationary).
         pe_rows, pe_cols: array sides in PEs.
         glb_kib: on-chip global buffer shared by inputs, weights and partial sums, KiB.
+        glb_bytes_per_cycle: GLB bandwidth (reads + writes), bytes per cycle; 0: as much as
+            the array needs (SCALE-Sim's assumption).
         rf_bytes: register file per PE, bytes (holds the stationary operand; two words of it
             allow the next fold's operand to load while the current one computes).
         dram_gbps: off-chip bandwidth, GB/s (1e9 bytes/s).
@@ -249,6 +251,7 @@ class AcceleratorSpec:
     pe_rows: int = 32
     pe_cols: int = 32
     glb_kib: float = 64.0
+    glb_bytes_per_cycle: float = 0.0
     rf_bytes: int = 4
     dram_gbps: float = 16.0
     freq_mhz: float = 500.0

@@ -102,6 +102,9 @@ ACCELERATOR_KEYS: dict[str, KeySpec] = {
     "pe_rows": KeySpec("int", [8, 16, 32], between(1, 4096), "PE array rows"),
     "pe_cols": KeySpec("int", [8, 16, 32], between(1, 4096), "PE array columns"),
     "glb_kib": KeySpec("float", [32, 64, 128], positive, "global buffer, KiB"),
+    "glb_bytes_per_cycle": KeySpec(
+        "float", 0.0, at_least(0), "GLB bandwidth, bytes/cycle (0: unlimited)"
+    ),
     "rf_bytes": KeySpec("int", 8, at_least(1), "register file per PE, bytes"),
     "dram_gbps": KeySpec("float", 16.0, positive, "DRAM bandwidth, GB/s"),
     "freq_mhz": KeySpec("float", 500.0, positive, "clock, MHz"),

@@ -299,3 +299,28 @@ def test_options_from_yaml(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         load_accelerator_yaml(p)
     assert info.value.key == "tech_node_nm" and "[7, 130]" in info.value.message
+    p.write_text("template: systolic\nglb_bytes_per_cycle: -2.0\n")
+    with pytest.raises(InputError) as info:
+        load_accelerator_yaml(p)
+    assert info.value.key == "glb_bytes_per_cycle" and ">= 0 (0: unlimited)" in info.value.message
+
+
+# --------------------------------------------------------------------------- GLB roofline
+
+
+def test_glb_bandwidth_is_a_roofline_level() -> None:
+    free = evaluate_layer(CONV2, ARRAY_32)  # 0: unlimited, SCALE-Sim's assumption
+    assert free.mapping["glb_cycles"] == 0.0 and free.mapping["bound"] == "compute"
+    glb_bits = free.glb_energy_pj / make_model(ARRAY_32)._glb_pj_bit
+    previous = free.total_cycles
+    for bw in (256.0, 64.0, 16.0, 4.0):
+        c = evaluate_layer(CONV2, dataclasses.replace(ARRAY_32, glb_bytes_per_cycle=bw))
+        assert c.mapping["glb_cycles"] == pytest.approx(glb_bits / 8 / bw)
+        assert c.total_cycles == max(previous, c.total_cycles) >= previous  # less never helps
+        assert c.total_cycles == max(free.total_cycles, math.ceil(glb_bits / 8 / bw))
+        assert c.dram_read_bytes == free.dram_read_bytes  # the tiling does not change
+        previous = c.total_cycles
+    assert c.mapping["bound"] == "glb"
+    problems = validate_accelerator(dataclasses.replace(ARRAY_32, glb_bytes_per_cycle=-1.0))
+    assert problems == ["glb_bytes_per_cycle: must be a finite number >= 0 (0: unlimited), "
+                        "got -1.0"]

@@ -207,6 +207,12 @@ def _check_value(key: str, v: Any) -> tuple[Any, str | None]:
         if v <= 0:
             return v, f"must be an integer > 0, got {v}"
         return v, None
+    if key == "glb_bytes_per_cycle":  # 0 means unlimited
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return v, f"must be a number >= 0 (0: unlimited), {got}{_dot_hint(v)}"
+        if not math.isfinite(v) or v < 0:
+            return v, f"must be a finite number >= 0 (0: unlimited), got {v}"
+        return float(v), None
     if isinstance(default, float):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return v, f"must be a number > 0, {got}{_dot_hint(v)}"

@@ -78,6 +78,10 @@ def validate_accelerator(acc: AcceleratorSpec) -> list[str]:
         if not isinstance(v, (bool, np.bool_)):
             problems.append(f"{name}: must be true or false, got {v!r}")
     lo, hi = tables.TECH_NODES_NM[-1], tables.TECH_NODES_NM[0]
+    bw = acc.glb_bytes_per_cycle
+    if not is_real(bw) or not math.isfinite(bw) or bw < 0:
+        problems.append(f"glb_bytes_per_cycle: must be a finite number >= 0 (0: unlimited), "
+                        f"got {bw!r}")
     node = acc.tech_node_nm
     if is_real(node) and math.isfinite(node) and node > 0 and not lo <= node <= hi:
         problems.append(f"tech_node_nm: must be in [{lo}, {hi}] (the scaling table), got {node}")
@@ -573,8 +577,6 @@ class SystolicModel(HardwareModel):
         dram_write = math.ceil(tiling.write_bytes)
         dram_bytes = dram_read + dram_write
         dram_cycles = dram_bytes / self._bytes_per_cycle
-        total = max(compute_overlapped, math.ceil(dram_cycles))
-        latency_ms = total / (acc.freq_mhz * 1e3)
 
         # MACs the array performs (zero-skipping drops the zeros it compacted away).
         macs = layer.macs * (layer.weight_density if acc.zero_skipping else 1.0)
@@ -599,6 +601,12 @@ class SystolicModel(HardwareModel):
             + 8 * dram_bytes  # DRAM fills written into the GLB, outputs read out of it
         )
         glb_pj = glb_bits * self._glb_pj_bit
+        # a roofline per level: compute, GLB port bandwidth, DRAM bandwidth
+        glb_cycles = glb_bits / 8 / acc.glb_bytes_per_cycle if acc.glb_bytes_per_cycle else 0.0
+        limits = {"compute": compute_overlapped, "glb": glb_cycles, "memory": dram_cycles}
+        bound = max(limits, key=limits.__getitem__)  # ties: compute first
+        total = max(compute_overlapped, math.ceil(glb_cycles), math.ceil(dram_cycles))
+        latency_ms = total / (acc.freq_mhz * 1e3)
         dram_pj = 8 * dram_bytes * self._dram_pj_bit
         leak_w = self.leakage_w(weight_bits=layer.weight_bits, input_bits=layer.input_bits)
         leak_pj = leak_w * latency_ms * 1e9  # W x ms -> pJ
@@ -634,7 +642,8 @@ class SystolicModel(HardwareModel):
                 "compute_cycles_overlapped": compute_overlapped,
                 "preload_cycles_hidden": hidden,
                 "dram_cycles": dram_cycles,
-                "bound": "memory" if dram_cycles > compute_overlapped else "compute",
+                "glb_cycles": glb_cycles,
+                "bound": bound,
                 "leakage_w": leak_w,
                 **tiling.mapping(),
             },

@@ -231,8 +231,7 @@ def cmd_hw(args: argparse.Namespace) -> int:
     layers = (read_layers_csv(args.layers) if args.layers
               else _network_layers(args.network, args.deploy_input))
     model = make_model(acc)
-    resources = model.resources() if hasattr(model, "resources") else None
-    _print_hw(model.evaluate_network(layers), args.json, resources)
+    _print_hw(model.evaluate_network(layers), args.json, model.resources())
     return 0
 
 

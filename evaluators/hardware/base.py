@@ -115,6 +115,7 @@ class HardwareModel(ABC):
            from any thread or process. A pure function of ``(acc, layer)``.
         3. ``area_mm2(weight_bits=..., input_bits=...)``: pure; the multiplier is sized for the
            widest operands it must support.
+        4. ``resources()``: pure; ``None`` unless the template is a programmable device.
         ``evaluate_network`` (provided) runs the layers one after another and sums their costs.
 
     Invariants every implementation keeps: instances are immutable after ``__init__`` and
@@ -155,6 +156,11 @@ class HardwareModel(ABC):
     @abstractmethod
     def area_mm2(self, *, weight_bits: int, input_bits: int) -> float:
         """Silicon area of this accelerator in mm^2 (pure)."""
+
+    def resources(self) -> dict[str, dict[str, Any]] | None:
+        """Use of a programmable device's resources (JSON-able), or ``None`` for a chip whose
+        size is its ``area_mm2`` (every template but ``fpga``)."""
+        return None
 
     def evaluate_network(self, layers: Sequence[ConvLayer]) -> HardwareReport:
         """Price layers run one after another: costs add up, power = energy / latency."""

@@ -23,13 +23,12 @@ from evaluators.hardware import eyeriss, fpga, gpu
 from evaluators.hardware.base import type_name
 from evaluators.hardware.eyeriss import EyerissSpec
 from evaluators.hardware.gpu import GpuSpec
-from evaluators.hardware.systolic import validate_accelerator
+from evaluators.hardware.systolic import (
+    CHOICE_FIELDS,
+    NONNEG_FLOAT_FIELDS,
+    validate_accelerator,
+)
 from evaluators.specs import (
-    DATAFLOW_CHOICES,
-    DRAM_TYPES,
-    MAPPER_OBJECTIVES,
-    PE_TYPES,
-    SRAM_DEVICES,
     TEMPLATES,
     AcceleratorSpec,
     ConvLayer,
@@ -171,14 +170,10 @@ def _parse_float(raw: str) -> float | None:
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(AcceleratorSpec)}
 KNOWN_KEYS = tuple(_DEFAULTS)
 _CHOICES = {
-    "template": (*TEMPLATES, gpu.GPU_TEMPLATE, eyeriss.EYERISS_TEMPLATE,
-                 fpga.FPGA_TEMPLATE),  # never reached
-    # by a gpu or eyeriss file: those go to _template_problems
-    "dataflow": DATAFLOW_CHOICES,
-    "dram_type": DRAM_TYPES,
-    "pe_type": PE_TYPES,
-    "mapper_objective": MAPPER_OBJECTIVES,
-    "sram_device": SRAM_DEVICES,
+    **CHOICE_FIELDS,
+    # the other templates' names are listed in the message; a file that names one never
+    # gets here (it goes to _template_problems)
+    "template": (*TEMPLATES, gpu.GPU_TEMPLATE, eyeriss.EYERISS_TEMPLATE, fpga.FPGA_TEMPLATE),
 }
 
 
@@ -207,7 +202,7 @@ def _check_value(key: str, v: Any) -> tuple[Any, str | None]:
         if v <= 0:
             return v, f"must be an integer > 0, got {v}"
         return v, None
-    if key == "glb_bytes_per_cycle":  # 0 means unlimited
+    if key in NONNEG_FLOAT_FIELDS:  # 0 means unlimited
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return v, f"must be a number >= 0 (0: unlimited), {got}{_dot_hint(v)}"
         if not math.isfinite(v) or v < 0:

@@ -41,8 +41,9 @@ from evaluators.specs import (
 
 _INT_FIELDS = ("pe_rows", "pe_cols", "rf_bytes", "pe_bits")
 _FLOAT_FIELDS = ("glb_kib", "dram_gbps", "freq_mhz", "tech_node_nm")
+NONNEG_FLOAT_FIELDS = ("glb_bytes_per_cycle",)  # 0 means unlimited
 _BOOL_FIELDS = ("double_buffered", "zero_gating", "weight_compression", "zero_skipping")
-_CHOICE_FIELDS = {
+CHOICE_FIELDS = {  # the string fields and their allowed values (the YAML reader uses them)
     "template": TEMPLATES,
     "dataflow": DATAFLOW_CHOICES,
     "dram_type": DRAM_TYPES,
@@ -61,7 +62,7 @@ def validate_accelerator(acc: AcceleratorSpec) -> list[str]:
     An empty list means the spec is valid. Never raises.
     """
     problems: list[str] = []
-    for name, choices in _CHOICE_FIELDS.items():
+    for name, choices in CHOICE_FIELDS.items():
         v = getattr(acc, name)
         if v not in choices:
             problems.append(f"{name}: must be one of {', '.join(choices)}, got {v!r}")
@@ -77,11 +78,11 @@ def validate_accelerator(acc: AcceleratorSpec) -> list[str]:
         v = getattr(acc, name)
         if not isinstance(v, (bool, np.bool_)):
             problems.append(f"{name}: must be true or false, got {v!r}")
+    for name in NONNEG_FLOAT_FIELDS:
+        v = getattr(acc, name)
+        if not is_real(v) or not math.isfinite(v) or v < 0:
+            problems.append(f"{name}: must be a finite number >= 0 (0: unlimited), got {v!r}")
     lo, hi = tables.TECH_NODES_NM[-1], tables.TECH_NODES_NM[0]
-    bw = acc.glb_bytes_per_cycle
-    if not is_real(bw) or not math.isfinite(bw) or bw < 0:
-        problems.append(f"glb_bytes_per_cycle: must be a finite number >= 0 (0: unlimited), "
-                        f"got {bw!r}")
     node = acc.tech_node_nm
     if is_real(node) and math.isfinite(node) and node > 0 and not lo <= node <= hi:
         problems.append(f"tech_node_nm: must be in [{lo}, {hi}] (the scaling table), got {node}")

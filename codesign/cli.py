@@ -192,16 +192,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_hw(report: Any, as_json: bool, resources: dict[str, Any] | None = None) -> None:
-    """Print a hardware report (a table, or JSON); ``resources``: an FPGA's resource use."""
+def _print_hw(report: Any, as_json: bool) -> None:
+    """Print a hardware report (a table, or JSON), an FPGA's resource use in place of area."""
     from codesign.report import text_table
 
     if as_json:
-        doc = report.to_dict()
-        if resources is not None:
-            doc["resources"] = resources
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(report.to_dict(), indent=2))
         return
+    resources = report.resources
     cols = ["name", "macs", "compute_cycles", "total_cycles", "utilization", "dram_read_bytes",
             "dram_write_bytes", "energy_pj", "latency_ms"]
     rows = [c.to_dict() for c in report.layers] + [report.total.to_dict()]
@@ -230,8 +228,7 @@ def cmd_hw(args: argparse.Namespace) -> int:
                          "own shapes)")
     layers = (read_layers_csv(args.layers) if args.layers
               else _network_layers(args.network, args.deploy_input))
-    model = make_model(acc)
-    _print_hw(model.evaluate_network(layers), args.json, model.resources())
+    _print_hw(make_model(acc).evaluate_network(layers), args.json)
     return 0
 
 

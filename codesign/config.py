@@ -406,6 +406,14 @@ def from_mapping(
                             num_classes=info[2])
     except SpaceError as err:
         problems.extend(err.problems)
+    if space is not None and space.template == "fpga":  # its designs have no mm^2 of their own
+        if "area_mm2" in objectives:
+            problems.append(("objectives", "area_mm2 is 0 on template fpga (a design uses the "
+                             "device's DSPs and BRAM, kept within dsp_budget / bram_budget of "
+                             "space.accelerator as constraints); drop it"))
+        if budgets.area_mm2 is not None:
+            problems.append(("constraints.area_mm2", "template fpga has no area; bound its "
+                             "resources with space.accelerator.dsp_budget / bram_budget"))
 
     for k in sorted(set(map(str, raw)) - top.read):
         problems.append((k, f"unknown key; known: {', '.join(sorted(top.read))}"))

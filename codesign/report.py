@@ -54,23 +54,46 @@ def design_summary(t: FrozenTrial) -> dict[str, Any]:
         "a_bits": _bits(net, "activation_bits"),
         "prune": net["prune_ratio"],
         "rank": net.get("rank_ratio", 1.0),
-        "array": f"{hw['pe_rows']}x{hw['pe_cols']}",
-        "dataflow": hw["dataflow"],
-        "glb_kib": hw["glb_kib"],
-        "dram_gbps": hw["dram_gbps"],
-        "freq_mhz": hw["freq_mhz"],
+        **_accelerator_summary(hw),
     }
 
 
+def _accelerator_summary(hw: dict[str, Any]) -> dict[str, Any]:
+    """The same five columns for every template: compute array, dataflow, on-chip buffer
+    (KiB), DRAM bandwidth and clock."""
+    template = hw.get("template", "systolic")
+    if template == "fpga":
+        return {"array": f"{hw['unroll_c']}x{hw['unroll_k']}x{hw['unroll_px']}",
+                "dataflow": f"fpga {hw['device']}",
+                "glb_kib": hw["ibuf_kib"] + hw["wbuf_kib"] + hw["obuf_kib"],
+                "dram_gbps": hw["dram_gbps"], "freq_mhz": hw["freq_mhz"]}
+    if template == "gpu":
+        return {"array": hw["name"], "dataflow": "gpu roofline",
+                "glb_kib": hw["l2_mib"] * 1024, "dram_gbps": hw["dram_gbps"],
+                "freq_mhz": hw["clock_mhz"]}
+    return {"array": f"{hw['pe_rows']}x{hw['pe_cols']}",
+            "dataflow": hw["dataflow"] if template == "systolic" else "rs",
+            "glb_kib": hw["glb_kib"], "dram_gbps": hw["dram_gbps"], "freq_mhz": hw["freq_mhz"]}
+
+
 def metrics(t: FrozenTrial) -> dict[str, Any]:
+    """Accuracy and the hardware figures; an FPGA design's DSP / BRAM36 use in place of its
+    area (it has none)."""
     hw = t.user_attrs.get(A + "hw", {})
-    return {
+    out = {
         "accuracy": t.user_attrs.get(A + "accuracy"),
         "latency_ms": hw.get("latency_ms"),
         "energy_mj": hw.get("energy_mj"),
         "area_mm2": hw.get("area_mm2"),
         "power_w": hw.get("power_w"),
     }
+    resources = hw.get("resources")
+    if resources:
+        del out["area_mm2"]
+        for name in ("dsp", "bram36"):
+            r = resources.get(name, {})
+            out[name] = f"{r.get('used')}/{r.get('available')}"
+    return out
 
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -202,11 +225,10 @@ def pareto_table(study: optuna.Study, cfg: ExperimentConfig, *, limit: int = 30)
     trials = pareto_trials(study)
     if not trials:
         return "Pareto set: empty (no feasible finished trial yet)"
-    cols = ["trial", "accuracy", "latency_ms", "energy_mj", "area_mm2", "power_w"]
     rows = []
     for t in trials[:limit]:
         rows.append({"trial": t.number, **metrics(t), **design_summary(t)})
-    cols += [c for c in rows[0] if c not in cols]
+    cols = list(rows[0])  # metrics first (an FPGA's: DSP / BRAM36 in place of area)
     cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
     lines = [f"Pareto set: {len(trials)} design(s)" + (f", first {limit}" if
                                                         len(trials) > limit else "")]

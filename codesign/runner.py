@@ -37,6 +37,7 @@ from evaluators.specs import (
     DesignPoint,
     EvalResult,
     EvaluatorError,
+    HardwareReport,
     InfeasibleDesign,
     TrainingFailed,
 )
@@ -492,6 +493,16 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
                       time.perf_counter() - t_start)
 
 
+def _hw_attr(report: HardwareReport) -> dict[str, Any]:
+    """What a trial keeps of its hardware report: the network-level figures and, for a
+    programmable device, its resource use (``resources``)."""
+    doc = report.to_dict()
+    hw = doc["total"]
+    if "resources" in doc:
+        hw["resources"] = doc["resources"]
+    return hw
+
+
 def _tell(
     study: optuna.Study,
     cfg: ExperimentConfig,
@@ -506,7 +517,7 @@ def _tell(
         "feasible": result.feasible,
         "infeasible_reason": result.infeasible_reason,
         "accuracy": result.accuracy,
-        "hw": result.hardware.to_dict()["total"],
+        "hw": _hw_attr(result.hardware),
         "layers": [c.to_dict() for c in result.hardware.layers],
         "trained": result.training is not None,
         "cached": result.cached,

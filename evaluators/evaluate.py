@@ -19,23 +19,41 @@ def price(design: DesignPoint, deploy_input: int | None = None) -> HardwareRepor
         deploy_input: the deployment resolution (``TaskSpec.deploy_input``; ``None``: the
             training resolution).
 
-    Raises:
-        InfeasibleDesign: the accelerator cannot run some layer at all.
+    An FPGA engine over its DSP / BRAM budget is priced all the same; its
+    ``report.resources`` carry the overshoot, which ``constraint_values`` turns into
+    constraints.
     """
-    from evaluators.hardware import evaluate_network
+    from evaluators.hardware import make_model
     from evaluators.training import extract_layers
 
-    return evaluate_network(extract_layers(design.network, deploy_input), design.accelerator)
+    model = make_model(design.accelerator, enforce_budgets=False)
+    return model.evaluate_network(extract_layers(design.network, deploy_input))
+
+
+# a constraint value that stands for "cannot fit at all" (Optuna needs a finite number)
+NO_FIT = 1e9
 
 
 def constraint_values(report: HardwareReport, budgets: Budgets) -> dict[str, float]:
-    """``(value - budget) / budget`` for every set budget: feasible iff all are <= 0."""
+    """``(value - budget) / budget`` for every set budget, and ``used / budget - 1`` for
+    every budgeted resource of a programmable device (``dsp``, ``bram36``): feasible iff
+    all are <= 0."""
     values = report.metrics()
     out = {}
     for name, budget in budgets.to_dict().items():
         if budget is not None:
             out[name] = (values[name] - budget) / budget
+    for name, value in report.resource_constraints().items():
+        out[name] = min(value, NO_FIT)
     return out
+
+
+def _violation(report: HardwareReport, budgets: Budgets, name: str) -> str:
+    """One budget overshoot in words."""
+    r = (report.resources or {}).get(name)
+    if r is not None:
+        return f"{name} {r['used']} > budget {r['budget_count']} of {r['available']}"
+    return f"{name} {getattr(report, name):.4g} > budget {getattr(budgets, name):.4g}"
 
 
 def evaluate(
@@ -70,9 +88,7 @@ def evaluate(
     common = dict(hardware=report, constraints=constraints, training_key=key,
                   hw_seconds=hw_seconds)
     if violated:
-        reason = ", ".join(
-            f"{k} {getattr(report, k):.4g} > budget {getattr(budgets, k):.4g}" for k in violated
-        )
+        reason = ", ".join(_violation(report, budgets, k) for k in violated)
         return EvalResult(feasible=False, accuracy=0.0, infeasible_reason=reason, **common)
     if cached_accuracy is not None:
         return EvalResult(feasible=True, accuracy=cached_accuracy, cached=True, **common)

@@ -15,14 +15,17 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the template specs live with their models (which import this module)
+    from evaluators.hardware import AnySpec
 
 DATAFLOWS = ("ws", "os", "is")
 DATAFLOW_CHOICES = (*DATAFLOWS, "auto")  # auto: the mapper picks one per layer
 MAPPER_OBJECTIVES = ("edp", "energy", "latency")
 PE_TYPES = ("fixed", "bit_fusion", "bit_serial")
 SRAM_DEVICES = ("itrs-lop", "itrs-hp", "itrs-lstp")  # CACTI's ITRS device flavours
-TEMPLATES = ("systolic",)
+TEMPLATES = ("systolic", "eyeriss", "fpga", "gpu")  # evaluators.hardware.MODELS, one each
 DRAM_TYPES = ("lpddr4", "lpddr", "ddr3", "gddr5", "hbm2", "hmc")
 FAMILIES = ("plain_cnn", "resnet", "mobilenetv2")
 PRUNE_MODES = ("unstructured", "structured", "nm")
@@ -397,13 +400,17 @@ class LayerCost:
 class HardwareReport:
     """A network priced on an accelerator: per-layer costs, their total, area and power.
 
-    ``power_w`` is the average power over one inference (energy / latency).
+    ``power_w`` is the average power over one inference (energy / latency). ``resources``
+    is a programmable device's resource use (``HardwareModel.resources()``: per resource
+    ``used``, ``available``, ``fraction`` and, for the budgeted ones, ``constraint``), ``None``
+    for a chip whose size is its ``area_mm2``.
     """
 
     layers: tuple[LayerCost, ...]
     total: LayerCost
     area_mm2: float
     power_w: float
+    resources: dict[str, dict[str, Any]] | None = None
 
     @property
     def latency_ms(self) -> float:
@@ -418,8 +425,15 @@ class HardwareReport:
         return {"latency_ms": self.latency_ms, "energy_mj": self.energy_mj,
                 "area_mm2": self.area_mm2, "power_w": self.power_w}
 
+    def resource_constraints(self) -> dict[str, float]:
+        """``used / budget - 1`` of every budgeted resource (<= 0: fits); empty for a chip."""
+        return {name: r["constraint"] for name, r in (self.resources or {}).items()
+                if r.get("constraint") is not None}
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """``layers``, ``total`` (with the network-level figures) and, for a programmable
+        device, ``resources``."""
+        out: dict[str, Any] = {
             "layers": [c.to_dict() for c in self.layers],
             "total": {
                 **self.total.to_dict(),
@@ -428,6 +442,9 @@ class HardwareReport:
                 "power_w": self.power_w,
             },
         }
+        if self.resources is not None:
+            out["resources"] = self.resources
+        return out
 
 
 # --------------------------------------------------------------------------- one design
@@ -460,7 +477,7 @@ class DesignPoint:
     """One point of the joint space: a network (with its compression) and an accelerator."""
 
     network: NetworkSpec
-    accelerator: AcceleratorSpec
+    accelerator: AnySpec  # AcceleratorSpec (systolic), EyerissSpec, FpgaSpec or GpuSpec
 
     def training_key(self, task: TaskSpec) -> str:
         """Stable key of everything that determines the trained weights (not the hardware).
@@ -482,9 +499,11 @@ class DesignPoint:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DesignPoint:
+        from evaluators.hardware import spec_from_dict  # the template registry lives there
+
         return cls(
             network=NetworkSpec.from_dict(d["network"]),
-            accelerator=AcceleratorSpec.from_dict(d["accelerator"]),
+            accelerator=spec_from_dict(d["accelerator"]),
         )
 
 

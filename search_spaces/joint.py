@@ -16,11 +16,16 @@ Parameter names: ``net/stages``, ``net/s{i}/depth``, ``net/s{i}/width``,
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
+from evaluators.hardware.io import TEMPLATE_FIELDS, load_accelerator_yaml
 from evaluators.specs import (
     DATAFLOW_CHOICES,
     DRAM_TYPES,
@@ -31,8 +36,8 @@ from evaluators.specs import (
     PRUNE_MODES,
     SRAM_DEVICES,
     TEMPLATES,
-    AcceleratorSpec,
     DesignPoint,
+    EvaluatorError,
     NetworkSpec,
     StageSpec,
 )
@@ -122,10 +127,52 @@ ACCELERATOR_KEYS: dict[str, KeySpec] = {
     "sram_device": KeySpec("str", "itrs-lop", in_set(SRAM_DEVICES), "SRAM leakage flavour"),
 }
 
+# Where a template's spec default is not what a search should start from (or the spec has
+# none): the fpga engine's required figures, as in experiments/accelerators/fpga_zcu102_like.yaml
+# (ZCU102, its DPU clock from UG1354 and its PS DDR4 bandwidth from UG1182), with the
+# parallelism searched. A gpu has no search defaults: every figure must be given (or ``file``).
+TEMPLATE_SEARCH_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fpga": {"device": "xczu9eg", "unroll_c": [8, 16, 32], "unroll_k": [8, 16, 32],
+             "freq_mhz": 281.0, "dram_gbps": 21.3},
+}
+REQUIRED = object()  # the default of a key the space must give
+FILE_KEY = "file"  # space.accelerator.file: an accelerator YAML giving every key's default
+
+
+def _rule(check_field: Callable[[str, Any], tuple[Any, str | None]], name: str
+          ) -> Callable[[Any], str | None]:
+    """A ``KeySpec.check`` from a template's ``check_field`` (its rule, without the "got")."""
+    def check(v: Any) -> str | None:
+        problem = check_field(name, v)[1]
+        return None if problem is None else problem.split(", got ")[0]
+    return check
+
+
+@cache
+def accelerator_keys(template: str) -> dict[str, KeySpec]:
+    """The ``space.accelerator`` keys of ``template``: ``ACCELERATOR_KEYS`` for ``systolic``;
+    for another template, one key per field of its spec, typed and checked like its
+    accelerator file (``evaluators.hardware.io.TEMPLATE_FIELDS``), defaulting to the spec's
+    value (the Eyeriss chip, ...) or ``TEMPLATE_SEARCH_DEFAULTS``."""
+    if template == "systolic":
+        return ACCELERATOR_KEYS
+    t = TEMPLATE_FIELDS[template]
+    keys = {"template": ACCELERATOR_KEYS["template"]}
+    for f in dataclasses.fields(t.spec):
+        if f.name == "template":
+            continue
+        kind = str(f.type).replace("| None", "").strip()
+        default = TEMPLATE_SEARCH_DEFAULTS.get(template, {}).get(
+            f.name, REQUIRED if f.default is dataclasses.MISSING else f.default)
+        keys[f.name] = KeySpec(kind, default, _rule(t.check_field, f.name),
+                               f"see docs/hardware/{template}.md", "None" in str(f.type))
+    return keys
+
+
 PARTS: dict[str, tuple[str, dict[str, KeySpec]]] = {
     "network": ("net", NETWORK_KEYS),
     "compression": ("cmp", COMPRESSION_KEYS),
-    "accelerator": ("hw", ACCELERATOR_KEYS),
+    "accelerator": ("hw", ACCELERATOR_KEYS),  # the keys of systolic; see accelerator_keys
 }
 
 
@@ -137,6 +184,11 @@ class JointSpace:
     in_channels: int
     input_hw: int
     num_classes: int
+
+    @property
+    def template(self) -> str:
+        """The accelerator template every design of this space uses (one per study)."""
+        return str(self.dims["hw/template"].value)  # type: ignore[union-attr]
 
     def distributions(self) -> dict[str, Any]:
         """Optuna distributions of the searched (non-fixed) parameters, in a stable order."""
@@ -216,15 +268,18 @@ class JointSpace:
             first_layer_bits=None if first is None or int(first) == w[0] else int(first),
             last_layer_bits=None if last is None or int(last) == w[-1] else int(last),
         )
-        hw = {key: v[f"hw/{key}"] for key in ACCELERATOR_KEYS}
-        for key in ("glb_kib", "dram_gbps", "freq_mhz"):
-            hw[key] = float(hw[key])
-        return DesignPoint(network=network, accelerator=AcceleratorSpec(**hw))
+        fields = TEMPLATE_FIELDS[self.template]
+        # check_field gives back the field's own type (an int sampled for a float key: float)
+        hw = {key: fields.check_field(key, v[f"hw/{key}"])[0]
+              for key in accelerator_keys(self.template)}
+        return DesignPoint(network=network, accelerator=fields.spec(**hw))
 
     def to_yaml(self) -> dict[str, Any]:
         """The resolved space in YAML spelling (every key, defaults filled in)."""
         out: dict[str, dict[str, Any]] = {}
         for part, (prefix, keys) in PARTS.items():
+            if prefix == "hw":
+                keys = accelerator_keys(self.template)
             sec: dict[str, Any] = {}
             for key in keys:
                 if prefix == "net" and key in PER_STAGE or f"{prefix}/{key}" not in self.dims:
@@ -262,9 +317,22 @@ def build(
         if not isinstance(raw, Mapping):
             problems.append((f"{path}.{part}", f"expected a mapping, got {raw!r}"))
             raw = {}
+        if prefix == "hw":
+            n = len(problems)
+            raw, keys = _accelerator_part(raw, f"{path}.{part}", problems)
+            if len(problems) > n:  # no template to check the other keys against
+                continue
         for key in sorted(set(map(str, raw)) - set(keys)):
             problems.append((f"{path}.{part}.{key}", f"unknown key; known: {sorted(keys)}"))
+        missing = [k for k, spec in keys.items() if k not in raw and spec.default is REQUIRED]
+        if missing:
+            problems.append((f"{path}.{part}.{missing[0]}", f"missing, with {missing[1:]}: "
+                             f"template {raw['template']} needs every one (or give "
+                             f"{FILE_KEY}: an accelerator YAML such as "
+                             f"experiments/accelerators/gpu_a100_like.yaml)"))
         for key, spec in keys.items():
+            if key in missing:
+                continue
             dim = parse_dim(raw.get(key, spec.default), spec, f"{path}.{part}.{key}", problems)
             if prefix == "net" and key in PER_STAGE:
                 for i in range(MAX_STAGES):
@@ -289,8 +357,49 @@ def build(
     return JointSpace(dims, in_channels, input_hw, num_classes)
 
 
+def _accelerator_part(
+    raw: Mapping[str, Any], path: str, problems: list[tuple[str, str]]
+) -> tuple[dict[str, Any], dict[str, KeySpec]]:
+    """``space.accelerator`` with its ``file`` (if any) folded in: ``(raw, keys)``.
+
+    ``file`` names an accelerator YAML (read like ``codesign hw`` reads it; a relative path
+    from the working folder); its values become the defaults of the keys, and the keys
+    written beside it override them (a list or range there is searched). ``template`` comes
+    from the space, else from the file, else ``systolic``; one template per study.
+    """
+    raw = {str(k): v for k, v in raw.items()}
+    base: dict[str, Any] = {}
+    if FILE_KEY in raw:
+        file = raw.pop(FILE_KEY)
+        if not isinstance(file, str):
+            problems.append((f"{path}.{FILE_KEY}", f"expected a path, got {file!r}"))
+        else:
+            try:
+                base = load_accelerator_yaml(file).to_dict()
+            except EvaluatorError as e:
+                where = "" if os.path.isabs(file) else f" (from the working folder {os.getcwd()})"
+                problems.append((f"{path}.{FILE_KEY}", f"{e}{where}"))
+    template = raw.get("template", base.get("template", "systolic"))
+    if not isinstance(template, str) or template not in TEMPLATE_FIELDS:
+        hint = (" (one template per study: run a study for each)"
+                if isinstance(template, list) else "")
+        problems.append((f"{path}.template", f"must be one of {list(TEMPLATES)}, "
+                         f"got {template!r}{hint}"))
+        template = "systolic"
+    if base.get("template", template) != template:
+        problems.append((f"{path}.template", f"{template!r} differs from the {FILE_KEY}'s "
+                         f"template {base['template']!r}"))
+        base = {}
+    raw["template"] = template
+    return {**base, **raw}, accelerator_keys(template)
+
+
 def _cross_rules(dims: dict[str, Dim], path: str, problems: list[tuple[str, str]]) -> None:
     """Rules between keys that no single key can check."""
+    template = dims["hw/template"].value  # type: ignore[union-attr]
+    if template != "systolic":
+        _spec_rules(template, dims, f"{path}.accelerator", problems)
+        return
     # The register file must hold one stationary word for every sampled bitwidth; a
     # dataflow-specific check (psums are 32 bit under os) is done by the hardware model.
     min_rf = min(extremes(dims["hw/rf_bytes"]))
@@ -303,3 +412,26 @@ def _cross_rules(dims: dict[str, Dim], path: str, problems: list[tuple[str, str]
             f"a {min_rf}-byte register file cannot hold one {max_wbits}-bit weight; "
             f"raise rf_bytes to at least {-(-min(max_wbits, 32) // 8)}",
         ))
+
+
+MAX_RULE_POINTS = 4096  # corner points of a space checked against a template's cross-field rules
+
+
+def _spec_rules(template: str, dims: dict[str, Dim], path: str,
+                problems: list[tuple[str, str]]) -> None:
+    """A template's cross-field rules (``validate()``: eyeriss ``glb_filter_kib < glb_kib``,
+    gpu ``idle_w < tdp_w``, ...) at every combination of the keys' extremes (choices, range
+    bounds), up to ``MAX_RULE_POINTS`` of them; the first point that breaks one is reported.
+    An fpga engine over its DSP / BRAM budget is not an error here: it is a constraint."""
+    fields = TEMPLATE_FIELDS[template]
+    names = list(accelerator_keys(template))
+    values = [extremes(dims[f"hw/{k}"]) for k in names]
+    for point in itertools.islice(itertools.product(*values), MAX_RULE_POINTS):
+        spec = fields.spec(**{k: fields.check_field(k, v)[0] for k, v in zip(names, point)})
+        lines = spec.validate(budgets=False) if template == "fpga" else spec.validate()
+        if lines:
+            key, msg = lines[0].split(": ", 1)
+            searched = {k: v for k, v, d in zip(names, point, values) if len(d) > 1}
+            where = f" (at {searched})" if searched else ""
+            problems.append((f"{path}.{key}", msg + where))
+            return

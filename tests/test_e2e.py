@@ -225,6 +225,50 @@ def test_training_cache_trains_each_network_once(tmp_path: Path) -> None:
     assert len({t.values[0] for t in done}) == 1
 
 
+def test_fpga_study_resources_are_constraints_and_exports_round_trip(tmp_path: Path) -> None:
+    """A study on the fpga template (its keys from an accelerator file, the parallelism
+    searched): DSP / BRAM36 use are Optuna constraints, an engine over its budget is priced
+    but not trained, and an exported accelerator is a file ``codesign hw`` reads back."""
+    exp = experiment("fpga", 6)
+    exp["constraints"] = {"power_w": 100.0}
+    exp["space"]["network"] = {"stages": 1, "depth": 1, "width": 8, "kernel": 3}
+    exp["space"]["compression"] = {"weight_bits": 8, "activation_bits": 8, "prune_ratio": 0.0}
+    exp["space"]["accelerator"] = {
+        "file": str(ROOT / "experiments/accelerators/fpga_zcu102_like.yaml"),
+        "unroll_c": [4, 8], "unroll_k": [4, 8, 128], "dsp_budget": 0.1,
+    }
+    exp["sampler"] = {"name": "random"}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    proc = codesign("run", "exp.yaml", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "dsp" in proc.stdout and "bram36" in proc.stdout  # the Pareto table's columns
+    done = load(tmp_path, "fpga").get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 6
+    overs = []
+    for t in done:
+        hw = t.user_attrs["codesign.hw"]
+        dsp = hw["resources"]["dsp"]
+        lanes = t.params["hw/unroll_c"] * t.params["hw/unroll_k"] * 8  # unroll_px 8 (file)
+        assert dsp["used"] == -(-lanes // 4)  # 2 INT8 MACs per DSP x DSP clock ratio 2
+        over = dsp["used"] > int(0.1 * 2520)
+        assert set(t.constraints) == {"power_w", "dsp", "bram36"}
+        assert (t.constraints["dsp"] > 0) is over
+        assert t.user_attrs["codesign.feasible"] is not over
+        assert t.user_attrs["codesign.trained"] or t.user_attrs["codesign.cached"] or over
+        if over:
+            assert "dsp" in t.user_attrs["codesign.infeasible_reason"]
+        overs.append(over)
+    assert any(overs) and not all(overs)  # the seed draws both kinds (unroll_k 128: over)
+    proc = codesign("export", "fpga", "--out", "ex", "--no-test-accuracy", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    index = yaml.safe_load((tmp_path / "ex" / "index.yaml").read_text())
+    folder = tmp_path / "ex" / index["designs"][0]["folder"]
+    hw = codesign("hw", "--accelerator", str(folder / "accelerator.yaml"), "--layers",
+                  str(folder / "layers.csv"), "--json", cwd=tmp_path)
+    assert hw.returncode == 0, hw.stderr
+    assert json.loads(hw.stdout)["resources"]["dsp"]["used"] <= int(0.1 * 2520)
+
+
 def test_sigkill_then_resume(tmp_path: Path) -> None:
     # long enough trials (15 epochs) that the poll below sees 3 of 10 finish well before the
     # last one: at 4 epochs a whole study could finish between two polls

@@ -418,7 +418,7 @@ def test_systolic_files_are_unchanged_and_point_at_the_gpu_template(tmp_path: Pa
         load_accelerator_yaml(_write(tmp_path, "a.yaml", "efficiency: 0.7\n"))
     assert info.value.key == "efficiency"
     assert "unknown key" in info.value.message and "template: gpu" in info.value.message
-    with pytest.raises(InputError, match="must be one of systolic, gpu, eyeriss, fpga, got 'tpu'"):
+    with pytest.raises(InputError, match="must be one of systolic, eyeriss, fpga, gpu, got 'tpu'"):
         load_accelerator_yaml(_write(tmp_path, "b.yaml", "template: tpu\n"))
 
 

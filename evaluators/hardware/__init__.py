@@ -20,7 +20,9 @@ Formulas, units and sources: docs/hardware/systolic.md, eyeriss.md, gpu.md.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 from evaluators.hardware.base import HardwareModel, layer_problems
 from evaluators.hardware.eyeriss import EyerissModel, EyerissSpec
@@ -32,7 +34,7 @@ from evaluators.hardware.io import (
     read_layers_csv,
 )
 from evaluators.hardware.systolic import SystolicModel, Tiling, plan_tiling, validate_accelerator
-from evaluators.specs import AcceleratorSpec, ConvLayer, HardwareReport, LayerCost
+from evaluators.specs import AcceleratorSpec, ConvLayer, HardwareReport, LayerCost, SpecError
 
 __all__ = [
     "EyerissModel",
@@ -53,6 +55,7 @@ __all__ = [
     "make_model",
     "plan_tiling",
     "read_layers_csv",
+    "spec_from_dict",
     "validate_accelerator",
 ]
 
@@ -66,8 +69,12 @@ MODELS: dict[str, type[HardwareModel]] = {
 }
 
 
-def make_model(acc: AnySpec) -> HardwareModel:
+def make_model(acc: AnySpec, *, enforce_budgets: bool = True) -> HardwareModel:
     """The template model for ``acc`` (validated): ``MODELS[acc.template]``.
+
+    ``enforce_budgets=False``: an FPGA engine over its ``dsp_budget`` / ``bram_budget`` is
+    priced anyway and its ``resources()`` say by how much (a search's constraints); other
+    templates have no such budgets.
 
     Raises:
         SpecError: unknown template, a template given the other template's spec type, or any
@@ -76,7 +83,27 @@ def make_model(acc: AnySpec) -> HardwareModel:
     cls = MODELS.get(acc.template)
     if cls is None:  # the spec type's own model rejects the template, with any other problem
         cls = next((m for m in MODELS.values() if isinstance(acc, m.spec_type)), SystolicModel)
+    if cls is FpgaModel:
+        return FpgaModel(acc, enforce_budgets=enforce_budgets)  # type: ignore[arg-type]
     return cls(acc)  # type: ignore[arg-type]
+
+
+def spec_from_dict(d: dict[str, Any]) -> AnySpec:
+    """The spec of the template ``d["template"]`` names (absent: ``systolic``) from its
+    ``to_dict()``; values are checked when a model is built, not here.
+
+    Raises:
+        SpecError: an unknown template or keys the template does not have.
+    """
+    name = d.get("template", SystolicModel.template)
+    cls = MODELS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise SpecError(f"template: must be one of {', '.join(MODELS)}, got {name!r}")
+    known = {f.name for f in dataclasses.fields(cls.spec_type)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise SpecError(f"{unknown[0]}: unknown key; known {name} keys: {', '.join(known)}")
+    return cls.spec_type(**d)  # type: ignore[no-any-return]
 
 
 def evaluate_network(

@@ -174,7 +174,8 @@ class HardwareModel(ABC):
         )
         seconds = total.latency_ms * 1e-3
         power = total.energy_pj * 1e-12 / seconds if seconds > 0 else 0.0
-        return HardwareReport(layers=costs, total=total, area_mm2=area, power_w=power)
+        return HardwareReport(layers=costs, total=total, area_mm2=area, power_w=power,
+                              resources=self.resources())
 
 
 def layer_cost(

@@ -210,14 +210,15 @@ class FpgaSpec:
             raise SpecError(f"{missing[0]}: missing; required for template {FPGA_TEMPLATE}")
         return cls(**d)
 
-    def validate(self) -> list[str]:
+    def validate(self, *, budgets: bool = True) -> list[str]:
         """Every problem of the spec, one line each: ``"<field>: <rule>, got <value>"``.
 
-        Field rules first; then the resource budgets (``dsp_budget`` / ``bram_budget``: the
-        engine needs more DSPs / BRAM36 than the budget allows). Never raises.
+        Field rules first; then, with ``budgets``, the resource budgets (``dsp_budget`` /
+        ``bram_budget``: the engine needs more DSPs / BRAM36 than the budget allows; a
+        search turns them into constraints instead, see ``FpgaModel``). Never raises.
         """
         problems = field_problems(self, check_field)
-        if problems:
+        if problems or not budgets:
             return problems
         use = resource_use(self)
         for key, res, what in (("dsp_budget", "dsp", "DSP48E2"), ("bram_budget", "bram36",
@@ -442,15 +443,24 @@ class FpgaModel(HardwareModel):
     Same lifecycle and invariants as ``HardwareModel`` (immutable, picklable, pure);
     ``evaluate_network`` is the base class's.
 
+    ``enforce_budgets=False`` (what a search uses) prices an engine over its DSP / BRAM
+    budget, even over the whole device, and leaves the verdict to ``resource_constraints()``
+    (in ``HardwareReport.resources``), which the study turns into Optuna constraints.
+
     Raises:
-        SpecError: from ``__init__``: invalid fields, or a resource use over the budget
-            (``dsp_budget`` / ``bram_budget`` lines naming the resource and the numbers).
+        SpecError: from ``__init__``: invalid fields, or (``enforce_budgets``) a resource use
+            over the budget (``dsp_budget`` / ``bram_budget`` lines naming the resource and
+            the numbers).
     """
 
     template = FPGA_TEMPLATE
     spec_type = FpgaSpec
 
-    def __init__(self, acc: FpgaSpec) -> None:
+    def spec_problems(self, acc: FpgaSpec) -> list[str]:  # type: ignore[override]
+        return acc.validate(budgets=self._enforce_budgets)
+
+    def __init__(self, acc: FpgaSpec, *, enforce_budgets: bool = True) -> None:
+        self._enforce_budgets = enforce_budgets
         super().__init__(acc)
         self.num_pes = acc.lanes
         self._resources = resource_use(acc)

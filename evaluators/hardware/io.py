@@ -173,7 +173,7 @@ _CHOICES = {
     **CHOICE_FIELDS,
     # the other templates' names are listed in the message; a file that names one never
     # gets here (it goes to _template_problems)
-    "template": (*TEMPLATES, gpu.GPU_TEMPLATE, eyeriss.EYERISS_TEMPLATE, fpga.FPGA_TEMPLATE),
+    "template": TEMPLATES,
 }
 
 
@@ -290,8 +290,8 @@ def accelerator_yaml_problems(
 
 
 @dataclasses.dataclass(frozen=True)
-class _Template:
-    """How to read a file of a template with its own spec type."""
+class TemplateFields:
+    """How to read the fields of one template's spec (a file, or a search space's keys)."""
 
     spec: type
     keys: tuple[str, ...]
@@ -305,15 +305,25 @@ class _Template:
 
 
 _OTHER_TEMPLATES = {
-    gpu.GPU_TEMPLATE: _Template(GpuSpec, gpu.GPU_KEYS, gpu.GPU_REQUIRED_KEYS, gpu.check_field),
-    eyeriss.EYERISS_TEMPLATE: _Template(EyerissSpec, eyeriss.EYERISS_KEYS, (),
-                                        eyeriss.check_field),
-    fpga.FPGA_TEMPLATE: _Template(fpga.FpgaSpec, fpga.FPGA_KEYS, fpga.FPGA_REQUIRED_KEYS,
-                                  fpga.check_field),
+    gpu.GPU_TEMPLATE: TemplateFields(GpuSpec, gpu.GPU_KEYS, gpu.GPU_REQUIRED_KEYS,
+                                     gpu.check_field),
+    eyeriss.EYERISS_TEMPLATE: TemplateFields(EyerissSpec, eyeriss.EYERISS_KEYS, (),
+                                             eyeriss.check_field),
+    fpga.FPGA_TEMPLATE: TemplateFields(fpga.FpgaSpec, fpga.FPGA_KEYS, fpga.FPGA_REQUIRED_KEYS,
+                                       fpga.check_field),
 }
 
 
-def _template_problems(p: str, data: dict[Any, Any], t: _Template) -> tuple[Any, list[InputError]]:
+# every template; the search space (search_spaces.joint) reads its keys with the same checks
+TEMPLATE_FIELDS = {
+    "systolic": TemplateFields(AcceleratorSpec, KNOWN_KEYS, (), _check_value),
+    **_OTHER_TEMPLATES,
+}
+
+
+def _template_problems(
+    p: str, data: dict[Any, Any], t: TemplateFields
+) -> tuple[Any, list[InputError]]:
     """The ``template: gpu|eyeriss`` branch of ``accelerator_yaml_problems``: its own spec.
 
     A gpu file must give every hardware figure (``GPU_REQUIRED_KEYS``); an eyeriss file's

@@ -32,7 +32,6 @@ from evaluators.specs import (
     MAPPER_OBJECTIVES,
     PE_TYPES,
     SRAM_DEVICES,
-    TEMPLATES,
     AcceleratorSpec,
     ConvLayer,
     InfeasibleDesign,
@@ -44,7 +43,7 @@ _FLOAT_FIELDS = ("glb_kib", "dram_gbps", "freq_mhz", "tech_node_nm")
 NONNEG_FLOAT_FIELDS = ("glb_bytes_per_cycle",)  # 0 means unlimited
 _BOOL_FIELDS = ("double_buffered", "zero_gating", "weight_compression", "zero_skipping")
 CHOICE_FIELDS = {  # the string fields and their allowed values (the YAML reader uses them)
-    "template": TEMPLATES,
+    "template": ("systolic",),
     "dataflow": DATAFLOW_CHOICES,
     "dram_type": DRAM_TYPES,
     "pe_type": PE_TYPES,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from evaluators.hardware import make_model
 from evaluators.hardware.io import TEMPLATE_FIELDS, load_accelerator_yaml
 from evaluators.specs import (
     DATAFLOW_CHOICES,
@@ -39,6 +40,7 @@ from evaluators.specs import (
     DesignPoint,
     EvaluatorError,
     NetworkSpec,
+    SpecError,
     StageSpec,
 )
 from search_spaces.dims import (
@@ -428,9 +430,10 @@ def _spec_rules(template: str, dims: dict[str, Dim], path: str,
     values = [extremes(dims[f"hw/{k}"]) for k in names]
     for point in itertools.islice(itertools.product(*values), MAX_RULE_POINTS):
         spec = fields.spec(**{k: fields.check_field(k, v)[0] for k, v in zip(names, point)})
-        lines = spec.validate(budgets=False) if template == "fpga" else spec.validate()
-        if lines:
-            key, msg = lines[0].split(": ", 1)
+        try:  # the same check as pricing a design of the study
+            make_model(spec, enforce_budgets=False)
+        except SpecError as e:
+            key, msg = str(e).split(": ", 1)  # "<field>: <rule>, got <value>[; ...]"
             searched = {k: v for k, v, d in zip(names, point, values) if len(d) > 1}
             where = f" (at {searched})" if searched else ""
             problems.append((f"{path}.{key}", msg + where))

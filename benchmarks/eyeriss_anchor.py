@@ -4,7 +4,9 @@ Prints per-layer and total latency, MACs, utilization, energy and power for Alex
 (``experiments/layers/alexnet_conv.csv``; the grouped layers are one row per group) on
 ``experiments/accelerators/eyeriss_like.yaml``, then frames/s and chip milliwatts against the
 measured anchor (Chen et al., JSSC 2017: 35 frames/s at 278 mW, batch 4, 200 MHz, chip power
-without DRAM) with the ratio and whether it is within +-30 %, and the speed of the model.
+without DRAM) with the ratio and whether it is within +-30 %, each layer against the paper's
+Table V (latency, power, active PEs) with the chip's power split into the part that follows
+the non-zero inputs and the part that does not, and the speed of the model.
 
     python benchmarks/eyeriss_anchor.py [--accelerator A.yaml] [--layers L.csv] [--batch 4]
                                         [--repeat 50]

@@ -37,7 +37,6 @@ from evaluators.specs import (
     DesignPoint,
     EvalResult,
     EvaluatorError,
-    HardwareReport,
     InfeasibleDesign,
     TrainingFailed,
 )
@@ -493,16 +492,6 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
                       time.perf_counter() - t_start)
 
 
-def _hw_attr(report: HardwareReport) -> dict[str, Any]:
-    """What a trial keeps of its hardware report: the network-level figures and, for a
-    programmable device, its resource use (``resources``)."""
-    doc = report.to_dict()
-    hw = doc["total"]
-    if "resources" in doc:
-        hw["resources"] = doc["resources"]
-    return hw
-
-
 def _tell(
     study: optuna.Study,
     cfg: ExperimentConfig,
@@ -513,12 +502,15 @@ def _tell(
     warm: WarmStarts,
 ) -> TrialState:
     trial = p.trial
+    hw = result.hardware.to_dict()
+    if "resources" in hw:  # a programmable device's use, kept with the network's figures
+        hw["total"]["resources"] = hw["resources"]
     attrs: dict[str, Any] = {
         "feasible": result.feasible,
         "infeasible_reason": result.infeasible_reason,
         "accuracy": result.accuracy,
-        "hw": _hw_attr(result.hardware),
-        "layers": [c.to_dict() for c in result.hardware.layers],
+        "hw": hw["total"],
+        "layers": hw["layers"],
         "trained": result.training is not None,
         "cached": result.cached,
         "hw_seconds": result.hw_seconds,

@@ -171,6 +171,13 @@ def accelerator_keys(template: str) -> dict[str, KeySpec]:
     return keys
 
 
+def accelerator_spec(template: str, values: Mapping[str, Any]) -> Any:
+    """The template's spec from one value per key; each value is given the field's own type
+    by the template's ``check_field`` (an int sampled for a float key becomes a float)."""
+    fields = TEMPLATE_FIELDS[template]
+    return fields.spec(**{k: fields.check_field(k, v)[0] for k, v in values.items()})
+
+
 PARTS: dict[str, tuple[str, dict[str, KeySpec]]] = {
     "network": ("net", NETWORK_KEYS),
     "compression": ("cmp", COMPRESSION_KEYS),
@@ -270,11 +277,8 @@ class JointSpace:
             first_layer_bits=None if first is None or int(first) == w[0] else int(first),
             last_layer_bits=None if last is None or int(last) == w[-1] else int(last),
         )
-        fields = TEMPLATE_FIELDS[self.template]
-        # check_field gives back the field's own type (an int sampled for a float key: float)
-        hw = {key: fields.check_field(key, v[f"hw/{key}"])[0]
-              for key in accelerator_keys(self.template)}
-        return DesignPoint(network=network, accelerator=fields.spec(**hw))
+        hw = {key: v[f"hw/{key}"] for key in accelerator_keys(self.template)}
+        return DesignPoint(network=network, accelerator=accelerator_spec(self.template, hw))
 
     def to_yaml(self) -> dict[str, Any]:
         """The resolved space in YAML spelling (every key, defaults filled in)."""
@@ -425,11 +429,10 @@ def _spec_rules(template: str, dims: dict[str, Dim], path: str,
     gpu ``idle_w < tdp_w``, ...) at every combination of the keys' extremes (choices, range
     bounds), up to ``MAX_RULE_POINTS`` of them; the first point that breaks one is reported.
     An fpga engine over its DSP / BRAM budget is not an error here: it is a constraint."""
-    fields = TEMPLATE_FIELDS[template]
     names = list(accelerator_keys(template))
     values = [extremes(dims[f"hw/{k}"]) for k in names]
     for point in itertools.islice(itertools.product(*values), MAX_RULE_POINTS):
-        spec = fields.spec(**{k: fields.check_field(k, v)[0] for k, v in zip(names, point)})
+        spec = accelerator_spec(template, dict(zip(names, point)))
         try:  # the same check as pricing a design of the study
             make_model(spec, enforce_budgets=False)
         except SpecError as e:

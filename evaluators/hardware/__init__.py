@@ -20,7 +20,6 @@ Formulas, units and sources: docs/hardware/systolic.md, eyeriss.md, gpu.md.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ from evaluators.hardware.eyeriss import EyerissModel, EyerissSpec
 from evaluators.hardware.fpga import FpgaModel, FpgaSpec
 from evaluators.hardware.gpu import GpuRooflineModel, GpuSpec
 from evaluators.hardware.io import (
+    TEMPLATE_FIELDS,
     accelerator_yaml_problems,
     load_accelerator_yaml,
     read_layers_csv,
@@ -96,14 +96,13 @@ def spec_from_dict(d: dict[str, Any]) -> AnySpec:
         SpecError: an unknown template or keys the template does not have.
     """
     name = d.get("template", SystolicModel.template)
-    cls = MODELS.get(name) if isinstance(name, str) else None
-    if cls is None:
-        raise SpecError(f"template: must be one of {', '.join(MODELS)}, got {name!r}")
-    known = {f.name for f in dataclasses.fields(cls.spec_type)}
-    unknown = sorted(set(d) - known)
+    t = TEMPLATE_FIELDS.get(name) if isinstance(name, str) else None
+    if t is None:
+        raise SpecError(f"template: must be one of {', '.join(TEMPLATE_FIELDS)}, got {name!r}")
+    unknown = sorted(set(d) - set(t.keys))
     if unknown:
-        raise SpecError(f"{unknown[0]}: unknown key; known {name} keys: {', '.join(known)}")
-    return cls.spec_type(**d)  # type: ignore[no-any-return]
+        raise SpecError(f"{unknown[0]}: unknown key; known {name} keys: {', '.join(t.keys)}")
+    return t.spec(**d)  # type: ignore[no-any-return]
 
 
 def evaluate_network(

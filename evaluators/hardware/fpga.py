@@ -210,17 +210,21 @@ class FpgaSpec:
             raise SpecError(f"{missing[0]}: missing; required for template {FPGA_TEMPLATE}")
         return cls(**d)
 
-    def validate(self, *, budgets: bool = True) -> list[str]:
+    def validate(self) -> list[str]:
         """Every problem of the spec, one line each: ``"<field>: <rule>, got <value>"``.
 
-        Field rules first; then, with ``budgets``, the resource budgets (``dsp_budget`` /
-        ``bram_budget``: the engine needs more DSPs / BRAM36 than the budget allows; a
-        search turns them into constraints instead, see ``FpgaModel``). Never raises.
+        Field rules first; then the resource budgets (``budget_problems``). Never raises.
         """
-        problems = field_problems(self, check_field)
-        if problems or not budgets:
-            return problems
-        use = resource_use(self)
+        return field_problems(self, check_field) or self.budget_problems()
+
+    def budget_problems(self, use: dict[str, dict[str, Any]] | None = None) -> list[str]:
+        """``dsp_budget`` / ``bram_budget`` lines where the engine needs more DSPs / BRAM36
+        than the budget allows (a search makes them constraints instead, see ``FpgaModel``).
+
+        ``use``: this spec's ``resource_use`` when the caller has it. The fields must be valid.
+        """
+        use = resource_use(self) if use is None else use
+        problems = []
         for key, res, what in (("dsp_budget", "dsp", "DSP48E2"), ("bram_budget", "bram36",
                                                                    "BRAM36")):
             r = use[res]
@@ -456,14 +460,17 @@ class FpgaModel(HardwareModel):
     template = FPGA_TEMPLATE
     spec_type = FpgaSpec
 
-    def spec_problems(self, acc: FpgaSpec) -> list[str]:  # type: ignore[override]
-        return acc.validate(budgets=self._enforce_budgets)
+    @staticmethod
+    def spec_problems(acc: FpgaSpec) -> list[str]:
+        """The field rules; the budgets are checked by ``__init__`` (``enforce_budgets``)."""
+        return field_problems(acc, check_field)
 
     def __init__(self, acc: FpgaSpec, *, enforce_budgets: bool = True) -> None:
-        self._enforce_budgets = enforce_budgets
         super().__init__(acc)
-        self.num_pes = acc.lanes
         self._resources = resource_use(acc)
+        if enforce_budgets and (problems := acc.budget_problems(self._resources)):
+            raise SpecError("; ".join(problems))
+        self.num_pes = acc.lanes
         self._f_hz = acc.freq_mhz * 1e6
         self._bytes_per_cycle = acc.dram_gbps * 1e9 / self._f_hz
         pool = acc.ibuf_kib + acc.wbuf_kib + acc.obuf_kib

@@ -29,6 +29,7 @@ import argparse
 import logging
 import math
 import os
+import random
 import sys
 import tempfile
 import time
@@ -40,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from evaluators.hardware import make_model, tables  # noqa: E402
@@ -51,6 +53,7 @@ try:
     from zigzag.mapping.temporal_mapping import TemporalMappingType
     from zigzag.stages.evaluation.cost_model_evaluation import CostModelStage
     from zigzag.stages.main import MainStage
+    from zigzag.stages.mapping.salsa import SalsaStage
     from zigzag.stages.mapping.spatial_mapping_generation import SpatialMappingGeneratorStage
     from zigzag.stages.mapping.temporal_mapping_generator_stage import (
         TemporalMappingGeneratorStage,
@@ -308,35 +311,96 @@ class ZZResult:
     min_dram: CostModelEvaluation
     evaluated: int
     seconds: float
+    engine: str = "loma"
 
 
-def run_zigzag(layer: ConvLayer, acc_path: str, map_path: str, lpf: int) -> ZZResult:
-    t0 = time.perf_counter()
+def _energy_key(cme: CostModelEvaluation) -> tuple[float, float]:
+    return (cme.energy_total, cme.latency_total2)
+
+
+def best_of(*results: ZZResult) -> ZZResult:
+    """ZigZag's answer over several searches: the least-energy mapping any of them returned
+    (its own objective), the least-DRAM one any of them saw, their evaluations and time."""
+    best = min(results, key=lambda r: _energy_key(r.min_energy))
+    min_dram = min(
+        (r.min_dram for r in results), key=lambda c: (_dram_bits_total(c), c.energy_total)
+    )
+    return ZZResult(
+        best.min_energy,
+        min_dram,
+        sum(r.evaluated for r in results),
+        sum(r.seconds for r in results),
+        best.engine,
+    )
+
+
+def _zigzag_main(layer: ConvLayer, acc_path: str, map_path: str, temporal_stage, **kwargs):
     stages = [
         WorkloadParserStage,
         AcceleratorParserStage,
         WorkloadStage,
         KeepBestStage,
         SpatialMappingGeneratorStage,
-        TemporalMappingGeneratorStage,
+        temporal_stage,
         CostModelStage,
     ]
-    main = MainStage(
+    return MainStage(
         stages,
         accelerator=acc_path,
         workload=zigzag_layer(layer),
         mapping=map_path,
-        loma_lpf_limit=lpf,
-        loma_show_progress_bar=False,
         nb_mappings_generated=1,
         enable_mix_spatial_mapping_generation=False,
         access_same_data_considered_as_no_access=True,  # the API's setting
         temporal_mapping_type=TemporalMappingType("uneven"),  # the API's default
+        **kwargs,
+    ).run()
+
+
+def run_zigzag(layer: ConvLayer, acc_path: str, map_path: str, lpf: int) -> ZZResult:
+    """ZigZag's LOMA search: every loop order of the layer's prime factors merged down to
+    ``lpf`` factors (the API's default engine)."""
+    t0 = time.perf_counter()
+    answers = _zigzag_main(
+        layer,
+        acc_path,
+        map_path,
+        TemporalMappingGeneratorStage,
+        loma_lpf_limit=lpf,
+        loma_show_progress_bar=False,
     )
-    answers = main.run()
     seconds = time.perf_counter() - t0
     cme, (_layer, extra) = answers[0]
-    return ZZResult(cme, extra["min_dram"], extra["evaluated"], seconds)
+    return ZZResult(cme, extra["min_dram"], extra["evaluated"], seconds, "loma")
+
+
+def run_salsa(
+    layer: ConvLayer, acc_path: str, map_path: str, iterations: int, seeds: int
+) -> ZZResult:
+    """ZigZag's SALSA search (simulated annealing over orders of all prime factors, none
+    merged; Jung et al., "SALSA", AICAS 2023), restarted from ``seeds`` seeds, best energy.
+
+    Restarts run one after another: SALSA's own ``salsa_number_of_core`` forks workers that
+    inherit the parent's random state, so they would all anneal the same path.
+    """
+    runs = []
+    for seed in range(seeds):
+        random.seed(seed)
+        np.random.seed(seed)
+        t0 = time.perf_counter()
+        answers = _zigzag_main(
+            layer,
+            acc_path,
+            map_path,
+            SalsaStage,
+            salsa_iteration_number=iterations,
+            salsa_start_temperature=0.05,  # SALSA's default
+            salsa_opt_criterion="energy",
+            salsa_number_of_core=1,
+        )
+        cme = answers[0][0]
+        runs.append(ZZResult(cme, cme, iterations, time.perf_counter() - t0, "salsa"))
+    return best_of(*runs)
 
 
 def zz_energy_by_level(cme: CostModelEvaluation) -> tuple[float, float, float, float]:
@@ -431,6 +495,16 @@ def _ratio_ok(r: float, limit: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lpf", type=int, default=7, help="ZigZag LOMA lpf_limit (default 7)")
+    ap.add_argument(
+        "--engine",
+        choices=("both", "loma", "salsa"),
+        default="both",
+        help="ZigZag search: LOMA, SALSA, or both with the better answer per layer (default)",
+    )
+    ap.add_argument(
+        "--salsa-iters", type=int, default=2000, help="SALSA iterations per restart (2000)"
+    )
+    ap.add_argument("--salsa-seeds", type=int, default=3, help="SALSA restarts (default 3)")
     ap.add_argument("--layers", default="", help="comma-separated subset of layer names")
     ap.add_argument("--repeat", type=int, default=200, help="timing repeats for our model")
     ap.add_argument(
@@ -452,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"zigzag-dse {md.version('zigzag-dse')}, numpy {md.version('numpy')}, "
-        f"python {sys.version.split()[0]}, lpf_limit {args.lpf}"
+        f"python {sys.version.split()[0]}, engine {args.engine} (LOMA lpf_limit {args.lpf}; "
+        f"SALSA {args.salsa_iters} iterations x {args.salsa_seeds} restarts)"
     )
     print(
         f"energies (ours, used by both): MAC {E_MAC_PJ:.3f} pJ, RF {E_RF_PJ_BIT:.5f} pJ/bit, "
@@ -463,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     model = make_model(ACC)
     rows = []
     fixed: dict[str, CostModelEvaluation] = {}  # ZigZag's cost of our tiling, where expressible
+    per_engine: dict[str, list[ZZResult]] = {}
     with tempfile.TemporaryDirectory(prefix="zigzag_compare_") as tmp:
         acc_path = os.path.join(tmp, "accelerator.yaml")
         map_path = os.path.join(tmp, "mapping.yaml")
@@ -472,27 +548,42 @@ def main(argv: list[str] | None = None) -> int:
         with open(map_path, "w") as f:
             yaml.safe_dump(ZZ_MAPPING, f, sort_keys=False)
         for layer in layers:
-            zz = run_zigzag(layer, acc_path, map_path, args.lpf)
+            searches = []
+            if args.engine in ("both", "loma"):
+                searches.append(run_zigzag(layer, acc_path, map_path, args.lpf))
+            if args.engine in ("both", "salsa"):
+                searches.append(
+                    run_salsa(layer, acc_path, map_path, args.salsa_iters, args.salsa_seeds)
+                )
+            zz = best_of(*searches)
             ours, ours_s = run_ours(model, layer, args.repeat)
             ordering = ours_as_zigzag_ordering(layer, ours.mapping)
             if ordering is not None:
                 fixed[layer.name] = run_zigzag_fixed(layer, acc_path, tmp, ordering)
             rows.append((layer, zz, ours, ours_s))
+            per_engine[layer.name] = searches
             print(
-                f"  {layer.name}: zigzag {zz.seconds:.2f} s ({zz.evaluated} mappings), "
-                f"ours {ours_s * 1e6:.0f} us",
+                f"  {layer.name}: zigzag "
+                + ", ".join(
+                    f"{r.engine} {r.seconds:.2f} s ({r.evaluated} mappings, "
+                    f"{r.min_energy.energy_total / 1e6:.2f} uJ, "
+                    f"{_dram_bits_total(r.min_energy) / 8:.0f} B)"
+                    for r in searches
+                )
+                + f"; ours {ours_s * 1e6:.0f} us",
                 flush=True,
             )
 
     print()
     print(
-        "Per layer (ratio = ours / ZigZag; ZigZag = its least-energy mapping; "
-        "DRAM goal 1/1.25..1.25, energy goal 1/1.5..1.5)"
+        "Per layer (ratio = ours / ZigZag; ZigZag = the least-energy mapping its searches "
+        "returned, 'by' names the engine; DRAM goal 1/1.25..1.25, energy goal 1/1.5..1.5)"
     )
     hdr = (
         f"{'layer':9} {'MMACs':>7} {'compulsory':>10} {'DRAM ZZ':>10} {'DRAM ours':>10} "
         f"{'ratio':>6} {'':3} {'E ZZ uJ':>8} {'E ours uJ':>9} {'ratio':>6} {'':3} "
-        f"{'cyc ZZ':>9} {'cyc ours':>9} {'t ZZ s':>7} {'t ours us':>9} {'speedup':>8}"
+        f"{'cyc ZZ':>9} {'cyc ours':>9} {'t ZZ s':>7} {'t ours us':>9} {'speedup':>8} "
+        f"{'by':>5}"
     )
     print(hdr)
     print("-" * len(hdr))
@@ -508,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{layer.name:9} {layer.macs / 1e6:7.1f} {comp:10.0f} {dz:10.0f} {do:10.0f} "
             f"{do / dz:6.3f} {_ratio_ok(do / dz, 1.25):3} {ez / 1e6:8.2f} {eo / 1e6:9.2f} "
             f"{eo / ez:6.3f} {_ratio_ok(eo / ez, 1.5):3} {cz:9.0f} {co:9d} {zz.seconds:7.2f} "
-            f"{ours_s * 1e6:9.1f} {zz.seconds / ours_s:8.0f}"
+            f"{ours_s * 1e6:9.1f} {zz.seconds / ours_s:8.0f} {zz.engine:>5}"
         )
         for k, v in (
             ("mac", layer.macs),
@@ -530,11 +621,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{tot['eo'] / 1e6:9.2f} {tot['eo'] / tot['ez']:6.3f} {'':3} {tot['cz']:9.0f} "
         f"{tot['co']:9d} {tot['tz']:7.2f} {tot['to'] * 1e6:9.1f} {tot['tz'] / tot['to']:8.0f}"
     )
+    print()
+    print("Speed by ZigZag engine, all layers (one core; ours timed warm on the same layers)")
+    for engine in ("loma", "salsa"):
+        runs = [r for rs in per_engine.values() for r in rs if r.engine == engine]
+        if runs:
+            secs = sum(r.seconds for r in runs)
+            print(
+                f"  {engine:5} {secs:8.2f} s for {sum(r.evaluated for r in runs)} mappings: "
+                f"{secs / tot['to']:,.0f}x our {tot['to'] * 1e6:.0f} us"
+            )
 
     print()
     print(
-        "DRAM bytes by operand (I / W / O). 'ZZ minD' = ZigZag's least-DRAM mapping from the "
-        "same search."
+        "DRAM bytes by operand (I / W / O). 'ZZ minD' = the least-DRAM mapping ZigZag's "
+        "searches evaluated."
     )
     hdr2 = (
         f"{'layer':9} {'I ZZ':>9} {'I ours':>9} {'W ZZ':>9} {'W ours':>9} {'O ZZ':>9} "

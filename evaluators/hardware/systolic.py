@@ -122,6 +122,7 @@ class Tiling(NamedTuple):
     psum_write_bytes: float  # 32-bit partial sums spilled to DRAM (inside output_bytes)
     compulsory_bytes: float
     glb_bytes_used: float
+    weights_streamed: bool = False  # WS: weights pass through a fold-sized staging buffer
 
     @property
     def read_bytes(self) -> float:
@@ -149,6 +150,7 @@ class Tiling(NamedTuple):
             "row_tiles": self.row_tiles,
             "col_tiles": self.col_tiles,
             "glb_bytes_used": self.glb_bytes_used,
+            "weights_streamed": self.weights_streamed,
             "dram_input_bytes": self.input_bytes,
             "dram_weight_bytes": self.weight_bytes,
             "dram_output_bytes": self.output_bytes,
@@ -260,13 +262,20 @@ def array_granules(layer: ConvLayer, acc: AcceleratorSpec) -> tuple[int, int, in
 
 
 def _order_traffic(
-    w_once: float, in_pass: float, spill: float, nk: int, nc: int, n_sp: int
+    w_once: float,
+    in_pass: float,
+    spill: float,
+    nk: int,
+    nc: int,
+    n_sp: int,
+    streamed: bool = False,
 ) -> list[tuple[float, float, float]]:
     """(input, weight, psum-spill) DRAM bytes of one tile choice under each of ``ORDERS``.
 
     An operand is fetched again for every iteration of a loop it does not depend on (inputs:
     K; weights: the spatial loops; outputs: C) that lies outside its innermost loop of more
     than one iteration. Partial sums that must leave the GLB go out and come back at 32 bit.
+    ``streamed`` weights are not held between tile visits: once per spatial tile, any order.
     """
     k, c, s = nk > 1, nc > 1, n_sp > 1
     flags = (  # (weights per spatial tile, inputs per K tile, psums spilled per C tile)
@@ -280,7 +289,7 @@ def _order_traffic(
     return [
         (
             in_pass * (nk if fi else 1),
-            w_once * (n_sp if fw else 1),
+            w_once * (n_sp if fw or streamed else 1),
             spill * (nc - 1) if fo else 0.0,
         )
         for fw, fi, fo in flags
@@ -296,8 +305,18 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
     input tile (touched input rows x columns x ``ct``), one weight tile (``kt * ct * R * S``)
     and one tile of 32-bit partial sums (``et * ft * kt``). Partial sums stay in the GLB while
     the C loop runs inside every output loop; otherwise they are spilled to DRAM and read back
-    at 32 bit. Ties on traffic go to fewer tiles. Traffic is never below the compulsory
-    minimum (each touched input, each weight and each output moved once).
+    at 32 bit. Ties on traffic go to fewer tiles, then to resident weights. Traffic is never
+    below the compulsory minimum (each touched input, each weight and each output moved once).
+
+    With ``ws`` the weights may instead be *streamed*: a fold's weights stay in the array for
+    all of the tile's pixels, so each weight of a tile is used once per visit of the tile and
+    the GLB needs only a staging buffer of one fold (``pe_rows x pe_cols`` weights: the next
+    fold is fetched into it while the array computes the current one; the array's second
+    register word, ``double_buffered``, lets it preload from there without a second GLB fold)
+    in place of the weight tile. The price: weights are fetched once per spatial tile
+    whatever the loop order. This frees the GLB for the psums of more output
+    channels or a larger input tile (ZigZag's "uneven" mappings give the weights their own,
+    lower GLB boundary the same way; docs/hardware/zigzag.md).
 
     Raises:
         InfeasibleDesign: when not even the smallest tile fits the buffer.
@@ -321,20 +340,26 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
     n_sp = batch * img_tiles  # spatial tiles incl. images
     in_pass = (batch * big_c * ib) * in_lines  # one pass
 
+    # weight footprint per channel tile: resident, and (ws) streamed through a staging buffer
+    w_need = np.stack([w_tile])
+    if acc.dataflow == "ws":
+        stage = acc.pe_rows * acc.pe_cols * wb  # one fold
+        w_need = np.stack([w_tile, np.minimum(w_tile, stage)])  # (w, a)
     need = (
-        w_tile[:, None, None] + (ct * ib)[:, None, None] * in_area + (kt * ps)[:, None, None] * px
-    )  # (a, b, c)
+        w_need[:, :, None, None]
+        + ((ct * ib)[:, None, None] * in_area + (kt * ps)[:, None, None] * px)[None]
+    )  # (w, a, b, c)
     fits = (need <= glb_bytes) & (px >= min_px)
     if not fits.any():
         small = np.where(px >= min_px, need, np.inf)
-        i, j, m = np.unravel_index(np.argmin(small), small.shape)
+        h, i, j, m = np.unravel_index(np.argmin(small), small.shape)
         parts = (
-            f"input {ct[i] * ib * in_area[j, m]:.0f} B + weights {w_tile[i]:.0f} B + 32-bit "
-            f"outputs {kt[i] * ps * px[j, m]:.0f} B"
+            f"input {ct[i] * ib * in_area[j, m]:.0f} B + weights {w_need[h, i]:.0f} B"
+            f"{' (streamed)' if h else ''} + 32-bit outputs {kt[i] * ps * px[j, m]:.0f} B"
         )
         raise InfeasibleDesign(
             f"layer {layer.name!r}: the smallest tile (kt={kt[i]}, ct={ct[i]}, et={et[j]}, "
-            f"ft={ft[m]}: {parts}) needs {need[i, j, m]:.0f} bytes, glb holds "
+            f"ft={ft[m]}: {parts}) needs {need[h, i, j, m]:.0f} bytes, glb holds "
             f"{glb_bytes:.0f} (glb_kib={acc.glb_kib})"
         )
 
@@ -348,18 +373,23 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
     d_w = (w_once * (n_sp - 1))[None]  # (1, b, c)
     d_i = np.multiply.outer(nk - 1, in_pass)  # (a, b, c)
     d_o = (spill * (nc - 1))[:, None, None]  # (a, 1, 1)
-    traffic = d_i + d_w
-    traffic += d_o
-    traffic -= np.maximum(np.maximum(d_i, d_w), d_o)
-    traffic += in_pass + (w_once + out_final)
+    base = in_pass + (w_once + out_final)
+    resident = d_i + d_w
+    resident += d_o
+    resident -= np.maximum(np.maximum(d_i, d_w), d_o)
+    resident += base
+    traffic = resident[None]
+    if len(w_need) > 1:  # streamed weights pay d_w in every order; the order picks d_i or d_o
+        traffic = np.stack([resident, base + d_w + np.minimum(d_i, d_o)])
     traffic[~fits] = np.inf
     best = traffic.min()
-    tiles = np.multiply.outer(ch_tiles, n_sp)
+    tiles = np.broadcast_to(np.multiply.outer(ch_tiles, n_sp), traffic.shape)
     tied = np.flatnonzero(traffic <= best)
-    pick = tied[np.argmin(tiles.ravel()[tied])]
-    i, j, m = np.unravel_index(pick, traffic.shape)
+    pick = tied[np.argmin(tiles.ravel()[tied])]  # first of the fewest tiles: resident first
+    h, i, j, m = np.unravel_index(pick, traffic.shape)
+    streamed = bool(h)
     orders = _order_traffic(
-        w_once, float(in_pass[j, m]), spill, int(nk[i]), int(nc[i]), int(n_sp[j, m])
+        w_once, float(in_pass[j, m]), spill, int(nk[i]), int(nc[i]), int(n_sp[j, m]), streamed
     )
     o = min(range(len(ORDERS)), key=lambda x: sum(orders[x]))
     in_bytes, w_bytes, psum_bytes = orders[o]
@@ -382,7 +412,8 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
         psum_read_bytes=psum_one_way,
         psum_write_bytes=psum_one_way,
         compulsory_bytes=float(in_once + w_once + out_final),
-        glb_bytes_used=float(need[i, j, m]),
+        glb_bytes_used=float(need[h, i, j, m]),
+        weights_streamed=streamed,
     )
 
 

@@ -1,6 +1,7 @@
 """Compare our systolic model with ZigZag's loop-order search on ResNet-18 layers.
 
-Runs ZigZag (``zigzag-dse``) with its LOMA temporal-mapping search and our
+Runs ZigZag (``zigzag-dse``) with its two temporal-mapping (loop-order) searches, LOMA and
+SALSA, keeping per layer the least-energy mapping either returns, and our
 ``evaluators.hardware`` model on the same layers, on an accelerator built to mirror ours
 (32x32 WS array, C on rows and K on columns, per-PE registers, one 64 KiB global buffer shared
 by inputs/weights/outputs, LPDDR4 DRAM at 32 B/cycle) with ZigZag's per-access energies set
@@ -14,11 +15,13 @@ ZigZag is not a project dependency; run this from its own virtualenv::
 
     python3 -m venv /tmp/zigzag-venv
     /tmp/zigzag-venv/bin/pip install zigzag-dse==3.9.1 six pyyaml
-    /tmp/zigzag-venv/bin/python benchmarks/zigzag_compare.py   # about 2.5 minutes on 1 core
+    /tmp/zigzag-venv/bin/python benchmarks/zigzag_compare.py   # about 8 minutes on 1 core
 
-Options: ``--lpf N`` (ZigZag's loop-prime-factor limit, default 7; its API default 6 runs in
-~20 s, 8 takes ~10x longer than 7), ``--layers a,b`` (a subset by name), ``--repeat N``
-(timing repeats for our model), ``--regs W,I,O`` (ZigZag per-PE register bits).
+Options: ``--engine both|loma|salsa`` (default both), ``--lpf N`` (LOMA's loop-prime-factor
+limit, default 7; its API default 6 runs in ~20 s, 8 takes ~10x longer than 7),
+``--salsa-iters N`` and ``--salsa-seeds N`` (SALSA iterations per restart and restarts,
+default 2000 x 3), ``--layers a,b`` (a subset by name), ``--repeat N`` (timing repeats for our
+model), ``--regs W,I,O`` (ZigZag per-PE register bits).
 Only numpy and pyyaml are needed from our side (``evaluators.hardware``; nothing imports
 torch).
 """
@@ -280,6 +283,10 @@ def _dram_bits_total(cme: CostModelEvaluation) -> float:
     return sum(dram_bits_by_operand(cme).values())
 
 
+def _energy_key(cme: CostModelEvaluation) -> tuple[float, float]:
+    return (cme.energy_total, cme.latency_total2)
+
+
 class KeepBestStage(Stage):
     """Reduces all (spatial x temporal) mappings ZigZag generates for a layer to two: the one of
     least energy (ZigZag's ``opt='energy'`` answer, ties to lower latency) and the one of least
@@ -293,10 +300,7 @@ class KeepBestStage(Stage):
         n = 0
         for cme, _extra in sub.run():
             n += 1
-            if best_e is None or (cme.energy_total, cme.latency_total2) < (
-                best_e.energy_total,
-                best_e.latency_total2,
-            ):
+            if best_e is None or _energy_key(cme) < _energy_key(best_e):
                 best_e = cme
             bits = _dram_bits_total(cme)
             if best_d is None or (bits, cme.energy_total) < (best_d_bits, best_d.energy_total):
@@ -312,10 +316,6 @@ class ZZResult:
     evaluated: int
     seconds: float
     engine: str = "loma"
-
-
-def _energy_key(cme: CostModelEvaluation) -> tuple[float, float]:
-    return (cme.energy_total, cme.latency_total2)
 
 
 def best_of(*results: ZZResult) -> ZZResult:

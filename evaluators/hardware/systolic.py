@@ -305,8 +305,8 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
     input tile (touched input rows x columns x ``ct``), one weight tile (``kt * ct * R * S``)
     and one tile of 32-bit partial sums (``et * ft * kt``). Partial sums stay in the GLB while
     the C loop runs inside every output loop; otherwise they are spilled to DRAM and read back
-    at 32 bit. Ties on traffic go to fewer tiles, then to resident weights. Traffic is never
-    below the compulsory minimum (each touched input, each weight and each output moved once).
+    at 32 bit. Ties on traffic go to fewer tiles. Traffic is never below the compulsory
+    minimum (each touched input, each weight and each output moved once).
 
     With ``ws`` the weights may instead be *streamed*: a fold's weights stay in the array for
     all of the tile's pixels, so each weight of a tile is used once per visit of the tile and
@@ -314,7 +314,8 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
     fold is fetched into it while the array computes the current one; the array's second
     register word, ``double_buffered``, lets it preload from there without a second GLB fold)
     in place of the weight tile. The price: weights are fetched once per spatial tile
-    whatever the loop order. This frees the GLB for the psums of more output
+    whatever the loop order, so a tile streams only when it does not fit with its weights
+    held (holding them never moves more). This frees the GLB for the psums of more output
     channels or a larger input tile (ZigZag's "uneven" mappings give the weights their own,
     lower GLB boundary the same way; docs/hardware/zigzag.md).
 
@@ -340,26 +341,27 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
     n_sp = batch * img_tiles  # spatial tiles incl. images
     in_pass = (batch * big_c * ib) * in_lines  # one pass
 
-    # weight footprint per channel tile: resident, and (ws) streamed through a staging buffer
-    w_need = np.stack([w_tile])
+    # weights streamed (ws) need only a staging fold in the GLB; never more than the tile
+    w_stream = w_tile
     if acc.dataflow == "ws":
-        stage = acc.pe_rows * acc.pe_cols * wb  # one fold
-        w_need = np.stack([w_tile, np.minimum(w_tile, stage)])  # (w, a)
-    need = (
-        w_need[:, :, None, None]
-        + ((ct * ib)[:, None, None] * in_area + (kt * ps)[:, None, None] * px)[None]
-    )  # (w, a, b, c)
-    fits = (need <= glb_bytes) & (px >= min_px)
-    if not fits.any():
-        small = np.where(px >= min_px, need, np.inf)
-        h, i, j, m = np.unravel_index(np.argmin(small), small.shape)
+        w_stream = np.minimum(w_tile, acc.pe_rows * acc.pe_cols * wb)  # one fold
+    rest = (ct * ib)[:, None, None] * in_area + (kt * ps)[:, None, None] * px  # (a, b, c)
+    enough_px = px >= min_px
+    fits = (w_tile[:, None, None] + rest <= glb_bytes) & enough_px
+    # Streaming never moves less than holding the same tile (it always pays the weight
+    # re-fetch), so it is a candidate only where the resident tile does not fit.
+    streams = ~fits & (w_stream[:, None, None] + rest <= glb_bytes) & enough_px
+    if not (fits | streams).any():
+        small = np.where(enough_px, w_stream[:, None, None] + rest, np.inf)
+        i, j, m = np.unravel_index(np.argmin(small), small.shape)
         parts = (
-            f"input {ct[i] * ib * in_area[j, m]:.0f} B + weights {w_need[h, i]:.0f} B"
-            f"{' (streamed)' if h else ''} + 32-bit outputs {kt[i] * ps * px[j, m]:.0f} B"
+            f"input {ct[i] * ib * in_area[j, m]:.0f} B + weights {w_stream[i]:.0f} B"
+            f"{' (streamed)' if w_stream[i] < w_tile[i] else ''} + 32-bit outputs "
+            f"{kt[i] * ps * px[j, m]:.0f} B"
         )
         raise InfeasibleDesign(
             f"layer {layer.name!r}: the smallest tile (kt={kt[i]}, ct={ct[i]}, et={et[j]}, "
-            f"ft={ft[m]}: {parts}) needs {need[h, i, j, m]:.0f} bytes, glb holds "
+            f"ft={ft[m]}: {parts}) needs {small[i, j, m]:.0f} bytes, glb holds "
             f"{glb_bytes:.0f} (glb_kib={acc.glb_kib})"
         )
 
@@ -374,20 +376,19 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
     d_i = np.multiply.outer(nk - 1, in_pass)  # (a, b, c)
     d_o = (spill * (nc - 1))[:, None, None]  # (a, 1, 1)
     base = in_pass + (w_once + out_final)
-    resident = d_i + d_w
-    resident += d_o
-    resident -= np.maximum(np.maximum(d_i, d_w), d_o)
-    resident += base
-    traffic = resident[None]
-    if len(w_need) > 1:  # streamed weights pay d_w in every order; the order picks d_i or d_o
-        traffic = np.stack([resident, base + d_w + np.minimum(d_i, d_o)])
-    traffic[~fits] = np.inf
+    traffic = d_i + d_w
+    traffic += d_o
+    traffic -= np.maximum(np.maximum(d_i, d_w), d_o)
+    traffic += base
+    if streams.any():  # streamed weights pay d_w in every order; the order picks d_i or d_o
+        traffic = np.where(streams, base + d_w + np.minimum(d_i, d_o), traffic)
+    traffic[~(fits | streams)] = np.inf
     best = traffic.min()
-    tiles = np.broadcast_to(np.multiply.outer(ch_tiles, n_sp), traffic.shape)
+    tiles = np.multiply.outer(ch_tiles, n_sp)
     tied = np.flatnonzero(traffic <= best)
-    pick = tied[np.argmin(tiles.ravel()[tied])]  # first of the fewest tiles: resident first
-    h, i, j, m = np.unravel_index(pick, traffic.shape)
-    streamed = bool(h)
+    pick = tied[np.argmin(tiles.ravel()[tied])]
+    i, j, m = np.unravel_index(pick, traffic.shape)
+    streamed = bool(streams[i, j, m])
     orders = _order_traffic(
         w_once, float(in_pass[j, m]), spill, int(nk[i]), int(nc[i]), int(n_sp[j, m]), streamed
     )
@@ -412,7 +413,7 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
         psum_read_bytes=psum_one_way,
         psum_write_bytes=psum_one_way,
         compulsory_bytes=float(in_once + w_once + out_final),
-        glb_bytes_used=float(need[h, i, j, m]),
+        glb_bytes_used=float((w_stream if streamed else w_tile)[i] + rest[i, j, m]),
         weights_streamed=streamed,
     )
 

@@ -74,21 +74,33 @@ def load_spec(path: Path) -> EyerissSpec:
     return spec
 
 
-def alexnet_layers(csv: Path, spec: EyerissSpec, batch: int) -> list[ConvLayer]:
+def alexnet_layers(
+    csv: Path, spec: EyerissSpec, batch: int, *, dense: bool = False
+) -> list[ConvLayer]:
+    """The CSV's layers at ``batch`` and the chip's word width, each with the non-zero input
+    fraction Table V measured for its network layer (``dense``: 1.0 everywhere; a row whose
+    layer is not in Table V stays dense)."""
     bits = spec.word_bits
     return [
         dataclasses.replace(
-            layer, batch=batch, weight_bits=bits, input_bits=bits, output_bits=bits
+            layer, batch=batch, weight_bits=bits, input_bits=bits, output_bits=bits,
+            input_density=1.0 if dense else 1.0 - TABLE_V.get(_layer_key(layer.name),
+                                                              (0, 0, 0, 0.0))[3],
         )
         for layer in read_layers_csv(csv)
     ]
+
+
+def _layer_key(row_name: str) -> str:
+    """The network layer of a CSV row: ``Conv2_g1`` -> ``Conv2``."""
+    return re.sub(r"_g\d+$", "", row_name)
 
 
 def _merge(costs: tuple[LayerCost, ...]) -> list[tuple[str, LayerCost]]:
     """Per network layer: the rows of one grouped layer (``Conv2_g1``, ``Conv2_g2``) summed."""
     merged: dict[str, LayerCost] = {}
     for c in costs:
-        key = re.sub(r"_g\d+$", "", c.name)
+        key = _layer_key(c.name)
         merged[key] = merged[key] + c if key in merged else c
     return list(merged.items())
 
@@ -100,10 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=Path, default=REPO / "experiments/layers/alexnet_conv.csv")
     ap.add_argument("--batch", type=int, default=ANCHOR_BATCH)
     ap.add_argument("--repeat", type=int, default=50, help="timing repeats (warm)")
+    ap.add_argument("--dense", action="store_true",
+                    help="price dense inputs (no data gating) instead of Table V's zeros")
     args = ap.parse_args(argv)
 
     spec = load_spec(args.accelerator)
-    layers = alexnet_layers(args.layers, spec, args.batch)
+    layers = alexnet_layers(args.layers, spec, args.batch, dense=args.dense)
     t0 = time.perf_counter()
     model = EyerissModel(spec)
     report = model.evaluate_network(layers)
@@ -118,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({spec.pe_rows}x{spec.pe_cols} PEs, {spec.glb_kib:g} KiB GLB, "
           f"{spec.word_bits}-bit, {spec.freq_mhz:g} MHz, {spec.dram_gbps:g} GB/s "
           f"{spec.dram_type}, mapper_objective={spec.mapper_objective})")
-    print(f"layers: {args.layers.relative_to(REPO)}  batch {args.batch}\n")
+    dens = ", ".join(f"{n} {d:.3f}" for n, d in dict(
+        (_layer_key(la.name), la.input_density) for la in layers).items())
+    print(f"layers: {args.layers.relative_to(REPO)}  batch {args.batch}; non-zero input "
+          f"fraction{' (--dense)' if args.dense else ' (Table V)'}: {dens}\n")
     head = (f"{'row':<9} {'MMACs':>7} {'act.PEs':>7} {'map.util':>8} {'util':>5} {'ms':>7} "
             f"{'uJ':>8} {'chip mW':>7} {'pJ/MAC':>6} {'DRAM KB':>8} {'bound':>7}  mapping")
     print(head)
@@ -161,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  energy          {t.energy_pj * 1e-6:.1f} uJ = {t.energy_pj / t.macs:.2f} pJ/MAC "
           f"(MAC {t.mac_energy_pj / t.macs:.2f}, spads {t.rf_energy_pj / t.macs:.2f}, "
           f"GLB+NoC {t.glb_energy_pj / t.macs:.2f} [GLB {(t.glb_energy_pj - noc_pj) / t.macs:.2f}"
-          f", NoC {noc_pj / t.macs:.2f}], leakage {t.leakage_energy_pj / t.macs:.2f}, "
-          f"DRAM {t.dram_energy_pj / t.macs:.2f})")
+          f", NoC {noc_pj / t.macs:.2f}], register clock {t.clock_energy_pj / t.macs:.2f}, "
+          f"leakage {t.leakage_energy_pj / t.macs:.2f}, DRAM {t.dram_energy_pj / t.macs:.2f})")
     print(f"  chip energy     {chip_pj * 1e-6:.1f} uJ = {chip_pj / t.macs:.2f} pJ/MAC (no DRAM)")
     print(f"  DRAM            {dram_bytes / 1e6:.2f} MB = {words_per_mac:.4f} word accesses/MAC "
           f"(chip: {ANCHOR_DRAM_ACCESS_PER_MAC}, with run-length compression)")
@@ -171,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
           f"no NoC, control, clock tree or I/O)")
 
     print("\nanchor (Chen et al., JSSC 2017; AlexNet CONV1-5, batch 4, 200 MHz):")
-    rows = (("frames/s", fps, ANCHOR_FPS), ("chip mW", chip_mw, ANCHOR_MW))
+    # energy per MAC on chip: the power over the frame rate, free of the latency error
+    chip_pj_per_mac = ANCHOR_MW * 1e-3 / (ANCHOR_FPS * t.macs / args.batch) * 1e12
+    rows = (("frames/s", fps, ANCHOR_FPS), ("chip mW", chip_mw, ANCHOR_MW),
+            ("pJ/MAC", chip_pj / t.macs, chip_pj_per_mac))
     for what, model_v, chip_v in rows:
         ratio = model_v / chip_v
         ok = abs(ratio - 1) <= TOLERANCE
@@ -180,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch != ANCHOR_BATCH:
         print(f"  (the anchor was measured at batch {ANCHOR_BATCH}; this run used {args.batch})")
     else:
-        per_layer_vs_table_v(report)
+        per_layer_vs_table_v(report, gated=not args.dense)
 
     print(f"\nmodel speed: {cold_ms:.2f} ms per network on the first call (cold shape caches), "
           f"{warm_ms:.2f} ms warm (mean of {args.repeat}); {len(layers)} layer rows, "
@@ -188,39 +208,39 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def per_layer_vs_table_v(report) -> None:  # noqa: ANN001 - a HardwareReport
-    """Per layer against Table V, and the chip's power split into a part that follows the
-    non-zero input activations (data gating) and a part that does not."""
+def per_layer_vs_table_v(report, gated: bool) -> None:  # noqa: ANN001 - a HardwareReport
+    """Per layer against Table V, and both the chip's and the model's power split into a part
+    that follows the non-zero input activations (data gating) and a part that does not."""
     merged = dict(_merge(report.layers))
-    print("\nper layer against Table V (JSSC 2017; model: dense, no data gating):")
+    how = "data gating at Table V's zeros" if gated else "dense inputs, no data gating"
+    print(f"\nper layer against Table V (JSSC 2017; model: {how}):")
     print(f"{'layer':<6} {'zeros':>6} {'chip ms':>7} {'model':>6} {'ratio':>5}   "
           f"{'chip mW':>7} {'model':>6} {'ratio':>5}   {'act.PEs':>7} {'model':>6}")
-    leak_mw, dyn_mw = [], []
+    model_mw, static_mw = [], []
     for name, (mw, ms, pes, zeros) in TABLE_V.items():
         c = merged[name]
-        model_mw = (c.energy_pj - c.dram_energy_pj) * 1e-6 / c.latency_ms
-        leak_mw.append(c.leakage_energy_pj * 1e-6 / c.latency_ms)
-        dyn_mw.append(model_mw - leak_mw[-1])
+        model_mw.append((c.energy_pj - c.dram_energy_pj) * 1e-6 / c.latency_ms)
+        static_mw.append((c.leakage_energy_pj + c.clock_energy_pj) * 1e-6 / c.latency_ms)
         print(f"{name:<6} {zeros:6.1%} {ms:7.1f} {c.latency_ms:6.2f} {c.latency_ms / ms:5.2f}   "
-              f"{mw:7.0f} {model_mw:6.1f} {model_mw / mw:5.2f}   {pes:7d} "
+              f"{mw:7.0f} {model_mw[-1]:6.1f} {model_mw[-1] / mw:5.2f}   {pes:7d} "
               f"{c.macs / c.compute_cycles:6.1f}")
     # Least squares over the five layers: P = P_fixed + P_dense * (1 - zeros). Data gating
-    # ([Chen17] Sec. V-C) switches off a PE's spad reads and MAC on a zero input, so the part
-    # of the power that tracks activity scales with the non-zero fraction; what does not
-    # (clock network, control, leakage) is the intercept.
+    # ([Chen17] Sec. V-C) switches off a PE's filter-spad read and MAC on a zero input, so the
+    # part of the power that tracks activity scales with the non-zero fraction; what does not
+    # (clock, control, leakage) is the intercept. The model's per-layer powers get the same fit
+    # when it gates (with dense inputs its slope would be meaningless).
     nonzero = np.array([1.0 - v[3] for v in TABLE_V.values()])
     chip = np.array([v[0] for v in TABLE_V.values()])
-    p_dense, p_fixed = np.polyfit(nonzero, chip, 1)
-    fit = p_fixed + p_dense * nonzero
-    r2 = 1 - ((chip - fit) ** 2).sum() / ((chip - chip.mean()) ** 2).sum()
-    print(f"chip power = {p_fixed:.0f} mW + {p_dense:.0f} mW x (non-zero input fraction)"
-          f"  (least squares over Table V, R^2 {r2:.2f})")
-    print(f"  activity-dependent part at dense inputs: chip {p_dense:.0f} mW, model "
-          f"{np.mean(dyn_mw):.0f} mW (dynamic, mean over the layers): ratio "
-          f"{np.mean(dyn_mw) / p_dense:.2f}")
-    print(f"  activity-independent part: chip {p_fixed:.0f} mW, model {np.mean(leak_mw):.0f} mW "
-          f"(leakage only; the model has no clock network or control): ratio "
-          f"{np.mean(leak_mw) / p_fixed:.2f}")
+    for who, power in (("chip", chip), ("model", np.array(model_mw))):
+        if who == "model" and not gated:
+            break
+        slope, fixed = np.polyfit(nonzero, power, 1)
+        fit = fixed + slope * nonzero
+        r2 = 1 - ((power - fit) ** 2).sum() / ((power - power.mean()) ** 2).sum()
+        print(f"{who:<5} power = {fixed:5.0f} mW + {slope:5.0f} mW x (non-zero input fraction)"
+              f"  (least squares over the 5 layers, R^2 {r2:.2f})")
+    print(f"model's activity-independent power (leakage + register clock), mean over the "
+          f"layers: {np.mean(static_mw):.0f} mW")
 
 
 if __name__ == "__main__":

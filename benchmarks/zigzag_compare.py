@@ -593,7 +593,9 @@ def main(argv: list[str] | None = None) -> int:
         dz = _dram_bits_total(cme) / 8
         do = ours.dram_read_bytes + ours.dram_write_bytes
         comp = ours.mapping["dram_compulsory_bytes"]
-        ez, eo = cme.energy_total, ours.energy_pj - ours.leakage_energy_pj  # ZigZag: dynamic
+        # ZigZag prices accesses only: ours without leakage and register clocking
+        ez = cme.energy_total
+        eo = ours.energy_pj - ours.leakage_energy_pj - ours.clock_energy_pj
         cz, co = cme.latency_total2, ours.total_cycles
         print(
             f"{layer.name:9} {layer.macs / 1e6:7.1f} {comp:10.0f} {dz:10.0f} {do:10.0f} "

@@ -373,7 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("hw", cmd_hw, "the accelerator model alone on a SCALE-Sim topology CSV or on "
              "an exported network spec")
     sp.add_argument("--accelerator", required=True, help="accelerator YAML")
-    sp.add_argument("--layers", help="layers CSV (SCALE-Sim topology format)")
+    sp.add_argument("--layers", help="layers CSV (SCALE-Sim topology format; optional "
+                    "'Input Density' / 'Weight Density' columns give each layer's non-zero "
+                    "fraction, which zero gating uses)")
     sp.add_argument("--network", help="a network spec (network.yaml from `codesign export`)")
     sp.add_argument("--deploy-input", type=_positive, metavar="PIXELS",
                     help="with --network: the square input resolution it is deployed at "

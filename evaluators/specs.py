@@ -284,7 +284,10 @@ class ConvLayer:
     A fully connected layer is a conv with ``ifmap_h = ifmap_w = filter_h = filter_w = 1``.
     ``padding`` is added on each side (SCALE-Sim layers have 0). ``groups`` splits channels and
     filters into independent groups (``groups = channels = num_filters`` is a depthwise conv).
-    ``weight_density`` is the fraction of non-zero weights (1 = dense). Bits are per operand.
+    ``weight_density`` is the fraction of non-zero weights (1 = dense); ``input_density`` the
+    fraction of non-zero input activations (1 = dense; after a ReLU typically 0.2-0.6), which
+    templates that gate on zero inputs use (``eyeriss``; ``systolic`` with ``zero_gating``).
+    Bits are per operand.
     """
 
     name: str
@@ -302,6 +305,7 @@ class ConvLayer:
     output_bits: int = 8
     weight_density: float = 1.0
     groups: int = 1
+    input_density: float = 1.0
 
     @property
     def ofmap_h(self) -> int:
@@ -355,6 +359,7 @@ class LayerCost:
     latency_ms: float
     num_pes: int
     leakage_energy_pj: float = 0.0  # static power x latency
+    clock_energy_pj: float = 0.0  # register bits clocked every cycle x total cycles
     mapping: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -365,6 +370,7 @@ class LayerCost:
             + self.glb_energy_pj
             + self.dram_energy_pj
             + self.leakage_energy_pj
+            + self.clock_energy_pj
         )
 
     def __add__(self, other: LayerCost) -> LayerCost:
@@ -388,6 +394,7 @@ class LayerCost:
             latency_ms=self.latency_ms + other.latency_ms,
             num_pes=pes,
             leakage_energy_pj=self.leakage_energy_pj + other.leakage_energy_pj,
+            clock_energy_pj=self.clock_energy_pj + other.clock_energy_pj,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -53,6 +53,31 @@ def test_csv_trailing_comma_whitespace_blank_lines_and_extra_columns(tmp_path: P
     assert layers[2].channels == 512 and layers[2].num_filters == 1000
 
 
+def test_csv_optional_density_columns(tmp_path: Path) -> None:
+    """``Input Density`` / ``Weight Density`` after the SCALE-Sim columns, in any order and
+    spelling; other extra columns stay ignored; without them every layer is dense."""
+    text = (HEADER.rstrip(",\n") + ", note, weight_density, INPUT DENSITY,\n"
+            + "a, 8, 8, 3, 3, 4, 4, 1, x, 0.5, 0.25,\n"
+            + "b, 8, 8, 3, 3, 4, 4, 1, y, 1, 1.0\n")
+    a, b = read_layers_csv(_write(tmp_path, "d.csv", text))
+    assert (a.input_density, a.weight_density) == (0.25, 0.5)
+    assert (b.input_density, b.weight_density) == (1.0, 1.0)
+    plain = read_layers_csv(_write(tmp_path, "p.csv", HEADER + "a, 8, 8, 3, 3, 4, 4, 1,\n"))
+    assert (plain[0].input_density, plain[0].weight_density) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize(("cell", "got"), [("0", "got '0'"), ("1.5", "got '1.5'"),
+                                           ("half", "got 'half'"), ("", "missing value"),
+                                           ("nan", "got 'nan'")])
+def test_csv_bad_density_names_row_and_column(tmp_path: Path, cell: str, got: str) -> None:
+    text = HEADER.rstrip(",\n") + ", Input Density\n" + f"a, 8, 8, 3, 3, 4, 4, 1, {cell}\n"
+    p = _write(tmp_path, "d.csv", text)
+    with pytest.raises(InputError) as info:
+        read_layers_csv(p)
+    assert info.value.key == "row 2: Input Density"
+    assert info.value.message == f"must be a number in (0, 1], {got}"
+
+
 def test_csv_crlf_line_endings(tmp_path: Path) -> None:
     p = tmp_path / "crlf.csv"
     p.write_bytes((HEADER + "c, 8, 8, 3, 3, 4, 4, 1,\n").replace("\n", "\r\n").encode())

@@ -601,6 +601,12 @@ def test_zero_gating_scales_multiplier_energy_by_density() -> None:
     plain = evaluate_layer(sparse, dataclasses.replace(ARRAY_32, zero_gating=False))
     assert gated == pytest.approx(CONV2.macs * (0.2 * 0.5 + 0.1))
     assert plain.mac_energy_pj == pytest.approx(CONV2.macs * (0.2 + 0.1))
+    # zero inputs gate the multiplier too: it switches only where both operands are non-zero
+    both = dataclasses.replace(sparse, input_density=0.4)
+    assert evaluate_layer(both, ARRAY_32).mac_energy_pj == pytest.approx(
+        CONV2.macs * (0.2 * 0.5 * 0.4 + 0.1))
+    assert evaluate_layer(both, dataclasses.replace(ARRAY_32, zero_gating=False))\
+        .mac_energy_pj == pytest.approx(plain.mac_energy_pj)
 
 
 # --------------------------------------------------------------------------- costs add up
@@ -741,6 +747,9 @@ def test_bad_layers_raise_spec_error() -> None:
         evaluate_layer(ConvLayer("zero", 8, 8, 3, 3, 0, 4, 1), ARRAY_32)
     with pytest.raises(SpecError, match="weight_density"):
         evaluate_layer(dataclasses.replace(CONV2, weight_density=0.0), ARRAY_32)
+    for bad in (0.0, 1.5, float("nan"), "0.5", True):
+        with pytest.raises(SpecError, match=r"input_density: must be in \(0, 1\]"):
+            evaluate_layer(dataclasses.replace(CONV2, input_density=bad), ARRAY_32)
     with pytest.raises(SpecError, match="no layers"):
         evaluate_network([], ARRAY_32)
 

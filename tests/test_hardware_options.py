@@ -76,13 +76,16 @@ def test_leakage_is_static_power_times_latency() -> None:
     cost = evaluate_layer(CONV2, ARRAY_32)
     model = make_model(ARRAY_32)
     watts = model.leakage_w(weight_bits=8, input_bits=8)
+    regs = 1024 * ARRAY_32.rf_bytes * 8 * tables.reg_leakage_w_per_bit()
     assert watts == pytest.approx(
-        1024 * tables.pe_leakage_w(8, 8) + tables.sram_leakage_w(64 * 1024, "itrs-lop")
+        1024 * tables.pe_leakage_w(8, 8) + regs + tables.sram_leakage_w(64 * 1024, "itrs-lop")
     )
     assert cost.leakage_energy_pj == pytest.approx(watts * cost.latency_ms * 1e9)
     assert cost.mapping["leakage_w"] == pytest.approx(watts)
     parts = (cost.mac_energy_pj, cost.rf_energy_pj, cost.glb_energy_pj, cost.dram_energy_pj)
-    assert cost.energy_pj == pytest.approx(sum(parts) + cost.leakage_energy_pj)
+    assert cost.energy_pj == pytest.approx(
+        sum(parts) + cost.leakage_energy_pj + cost.clock_energy_pj
+    )
     # an idle array is not free: the same small layer on a 4x larger array leaks more
     small = ConvLayer("tiny", 8, 8, 1, 1, 16, 16, 1)
     big = dataclasses.replace(ARRAY_32, pe_rows=64, pe_cols=64)
@@ -94,6 +97,26 @@ def test_leakage_is_static_power_times_latency() -> None:
     assert by_dev["itrs-lstp"].leakage_energy_pj < by_dev["itrs-lop"].leakage_energy_pj < \
         by_dev["itrs-hp"].leakage_energy_pj
     assert len({c.dram_energy_pj for c in by_dev.values()}) == 1
+
+
+def test_register_files_are_clocked_every_cycle_busy_or_idle() -> None:
+    """Every PE's ``rf_bytes`` of registers takes Aladdin's 7.94 fJ per bit per cycle (40 nm,
+    scaled to the node) on every cycle of the layer, whatever the array's utilization."""
+    per_bit = tables.ALADDIN_REG_CLOCK_FJ_PER_BIT * 1e-3 * tables.energy_scale(45, 40)
+    assert tables.reg_clock_pj_per_bit() == pytest.approx(per_bit)
+    for acc in (ARRAY_32, dataclasses.replace(ARRAY_32, rf_bytes=16, tech_node_nm=28.0)):
+        c = evaluate_layer(CONV2, acc)
+        bits = acc.pe_rows * acc.pe_cols * acc.rf_bytes * 8
+        pj = bits * per_bit * tables.energy_scale(acc.tech_node_nm) * c.total_cycles
+        assert c.mapping["register_bits"] == bits
+        assert c.clock_energy_pj == pytest.approx(pj, rel=1e-12)
+        assert c.mapping["clock_w"] == pytest.approx(pj * 1e-12 / (c.latency_ms * 1e-3))
+    # an idle array is clocked too: a 4x larger array spends 4x per cycle on a tiny layer
+    small = ConvLayer("tiny", 8, 8, 1, 1, 16, 16, 1)
+    big = dataclasses.replace(ARRAY_32, pe_rows=64, pe_cols=64)
+    a, b = evaluate_layer(small, ARRAY_32), evaluate_layer(small, big)
+    assert b.clock_energy_pj / b.total_cycles == pytest.approx(
+        4 * a.clock_energy_pj / a.total_cycles)
 
 
 def test_network_total_adds_leakage() -> None:

@@ -211,3 +211,9 @@ def test_hw_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["hw", "--accelerator", str(acc), "--layers", str(layers)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {acc}: dataflow"), err
+    acc.write_text("{template: eyeriss}\n")
+    bad = tmp_path / "layers.csv"
+    bad.write_text("Layer name,H,W,R,S,C,K,Stride,Input Density\nc,8,8,3,3,4,4,1,2\n")
+    assert main(["hw", "--accelerator", str(acc), "--layers", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {bad}: row 2: Input Density: must be a number in (0, 1], got '2'"]

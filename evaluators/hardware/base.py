@@ -76,9 +76,10 @@ def layer_problems(layer: ConvLayer) -> list[str]:
             problems.append(f"{name}: must be an integer > 0, got {v!r}")
     if not is_int(layer.padding) or layer.padding < 0:
         problems.append(f"padding: must be an integer >= 0, got {layer.padding!r}")
-    d = layer.weight_density
-    if not is_real(d) or not 0.0 < d <= 1.0:
-        problems.append(f"weight_density: must be in (0, 1], got {d!r}")
+    for name in ("weight_density", "input_density"):
+        d = getattr(layer, name)
+        if not is_real(d) or not 0.0 < d <= 1.0:
+            problems.append(f"{name}: must be in (0, 1], got {d!r}")
     if not problems and (layer.channels % layer.groups or layer.num_filters % layer.groups):
         problems.append(
             f"groups: must divide channels ({layer.channels}) and num_filters "

@@ -111,8 +111,10 @@ NOC_REF_BITS = 16
 # DRAM: pJ per bit from ``tables.DRAM_PJ_PER_BIT`` ([AccelergyCACTI]); its LPDDR4 figure, 8 pJ/bit,
 # is the same as [TimeloopEyeriss]'s 512 pJ per 64 bits.
 
-# Leakage: no figure of the Eyeriss chip itself was found; ``EyerissModel.leakage_w`` uses the
-# generic Aladdin (logic) and CACTI 7 (SRAM) figures of ``tables`` scaled to 65 nm (see the docs).
+# Leakage and clock: no figure of the Eyeriss chip itself was found; ``EyerissModel`` uses the
+# generic Aladdin (logic, registers) and CACTI 7 (SRAM) figures of ``tables`` scaled to 65 nm
+# (see the docs): ``leakage_w`` and, for the register spads clocked every cycle,
+# ``clock_pj_per_cycle``.
 
 # --------------------------------------------------------------------------- the spec
 
@@ -495,10 +497,13 @@ def plan_row_stationary(
     chain = o_words * rf * ncb * (h * r_ - 1)  # psums passed up the stacked sets
     noc_p = chain + psum_out + psum_in
     en = AccessEnergies.of(spec) if energies is None else energies
-    mac_pj = macs * en.mac + (chain + psum_in) * en.add
+    # Data gating ([Chen17] Sec. V-C): on a zero input the PE skips the filter-spad read and
+    # the MAC; the ifmap-spad read (which finds the zero) and the psum-spad accesses stay.
+    gated = macs * layer.input_density  # MACs on non-zero inputs
+    mac_pj = gated * en.mac + (chain + psum_in) * en.add
     rf_pj = (
         (macs + noc_i) * en.ifmap_spad
-        + (macs + noc_f) * en.filter_spad
+        + (gated + noc_f) * en.filter_spad
         + (2 * macs + chain + psum_in) * en.psum_spad
     )
     noc_pj = (noc_f + noc_i + noc_p) * en.noc_hop
@@ -548,7 +553,8 @@ def plan_row_stationary(
         "glb_read_words": f(glb_read),
         "glb_write_words": f(glb_write),
         "noc_words": f(noc_f + noc_i + noc_p),
-        "filter_spad_accesses": f(macs + noc_f),
+        "gated_macs": float(macs - gated),
+        "filter_spad_accesses": f(gated + noc_f),
         "ifmap_spad_accesses": f(macs + noc_i),
         "psum_spad_accesses": f(2 * macs + chain + psum_in),
         "mac_energy_pj": f(mac_pj),
@@ -570,7 +576,9 @@ class EyerissModel(HardwareModel):
     Per layer: ``plan_row_stationary`` picks the mapping and DRAM tile and counts accesses;
     latency is ``max(compute cycles, DRAM bytes / bandwidth)``; energy is accesses x the 65 nm
     per-access energies of ``AccessEnergies`` (network hops and GLB SRAM are reported together
-    as ``glb_energy_pj``; the split is in ``mapping``) plus leakage x latency (``leakage_w``).
+    as ``glb_energy_pj``; the split is in ``mapping``), with zero inputs gated by the layer's
+    ``input_density``, plus the register spads clocked every cycle (``clock_pj_per_cycle`` x
+    total cycles) and leakage x latency (``leakage_w``).
     See docs/hardware/eyeriss.md.
 
     Same lifecycle and invariants as ``HardwareModel`` (immutable, picklable, pure);
@@ -585,19 +593,26 @@ class EyerissModel(HardwareModel):
         self.num_pes = acc.num_pes
         self.energies = AccessEnergies.of(acc)  # per access, for every layer's plan
         self._bytes_per_cycle = acc.dram_gbps * 1e9 / (acc.freq_mhz * 1e6)
+        node = tables.energy_scale(acc.process_nm)
+        # the ifmap and psum spads are registers, clocked every cycle (no clock gating)
+        self.register_bits = self.num_pes * (
+            acc.ifmap_spad_words + acc.psum_spad_words
+        ) * acc.word_bits
+        self.clock_pj_per_cycle = self.register_bits * tables.reg_clock_pj_per_bit() * node
         self.leakage_w = self._leakage_w()
 
     def _leakage_w(self) -> float:
-        """Static power, W: every PE's ``word_bits`` multiplier and adder (Aladdin) and filter
-        spad, and the GLB (CACTI), from 45 nm to 65 nm by ``tables.energy_scale`` (the
-        ifmap and psum spads are registers, which Aladdin gives no leakage)."""
+        """Static power, W: every PE's ``word_bits`` multiplier and adder (Aladdin), filter
+        spad (CACTI) and register spads (Aladdin), and the GLB (CACTI), from 45 nm to 65 nm
+        by ``tables.energy_scale``."""
         s = self.acc
         b = s.word_bits
         datapath = tables.mult_leakage_w(b, b) + tables.add_leakage_w(b)
         spad_bytes = s.filter_spad_words * b / 8
         per_pe = datapath + tables.sram_leakage_w(spad_bytes, s.sram_device)
         glb = tables.sram_leakage_w(s.glb_kib * 1024.0, s.sram_device)
-        return (self.num_pes * per_pe + glb) * tables.energy_scale(s.process_nm)
+        regs = self.register_bits * tables.reg_leakage_w_per_bit()
+        return (self.num_pes * per_pe + glb + regs) * tables.energy_scale(s.process_nm)
 
     @property
     def peak_macs_per_s(self) -> float:
@@ -655,6 +670,8 @@ class EyerissModel(HardwareModel):
             "bound": "memory" if dram_cycles > compute else "compute",
             "dram_compulsory_bytes": plan["dram_compulsory_words"] * bpw,
             "leakage_w": self.leakage_w,
+            "clock_w": self.clock_pj_per_cycle * s.freq_mhz * 1e-6,  # pJ x MHz -> W
+            "register_bits": self.register_bits,
         }
         latency_ms = total / (s.freq_mhz * 1e3)
         return layer_cost(
@@ -669,6 +686,7 @@ class EyerissModel(HardwareModel):
             glb_energy_pj=plan["glb_sram_energy_pj"] + plan["noc_energy_pj"],
             dram_energy_pj=plan["dram_energy_pj"],
             leakage_energy_pj=self.leakage_w * latency_ms * 1e9,  # W x ms -> pJ
+            clock_energy_pj=self.clock_pj_per_cycle * total,
             latency_ms=latency_ms,
             mapping=mapping,
         )

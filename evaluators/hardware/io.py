@@ -50,6 +50,21 @@ CSV_COLUMNS = (
 )
 
 
+# Optional columns after the SCALE-Sim ones, found by their header (case and the spelling of
+# the separator do not matter): the fraction of non-zero inputs / weights of each row's layer.
+DENSITY_COLUMNS = {"inputdensity": "input_density", "weightdensity": "weight_density"}
+
+
+def _density_columns(header: list[str]) -> dict[int, str]:
+    """``{cell index: ConvLayer field}`` for the density columns a header names."""
+    found = {}
+    for i, cell in enumerate(header[len(CSV_COLUMNS):], start=len(CSV_COLUMNS)):
+        key = "".join(ch for ch in cell.lower() if ch.isalnum())
+        if key in DENSITY_COLUMNS:
+            found[i] = DENSITY_COLUMNS[key]
+    return found
+
+
 def _read_text(path: str | os.PathLike[str]) -> str:
     try:
         with open(path, encoding="utf-8", newline="") as f:
@@ -69,11 +84,15 @@ def read_layers_csv(path: str | os.PathLike[str]) -> list[ConvLayer]:
 
     Format: one header row, then one row per layer: ``name, ifmap height, ifmap width,
     filter height, filter width, channels, num filters, stride`` (a trailing comma and
-    further columns are ignored, whitespace is stripped, blank lines are skipped).
+    further columns are ignored, whitespace is stripped, blank lines are skipped). Two
+    optional further columns are read where the header names them: ``Input Density`` (the
+    fraction of non-zero input activations, which data gating uses) and ``Weight Density``
+    (of non-zero weights); a number in (0, 1] on every row, 1 (dense) without the column.
 
     Raises:
         InputError: file missing/unreadable, no layers, a missing or non-integer value,
-            a value <= 0, or a filter larger than the input (key ``row N: <column>``).
+            a value <= 0, a density outside (0, 1], or a filter larger than the input (key
+            ``row N: <column>``).
     """
     p = str(path)
     text = _read_text(path)
@@ -96,6 +115,7 @@ def read_layers_csv(path: str | os.PathLike[str]) -> list[ConvLayer]:
         header[i] if i < len(header) and header[i] else CSV_COLUMNS[i]
         for i in range(len(CSV_COLUMNS))
     ]
+    densities = _density_columns(header)
     layers: list[ConvLayer] = []
     for line, cells in rows[1:]:
         values: list[int] = []
@@ -125,6 +145,15 @@ def read_layers_csv(path: str | os.PathLike[str]) -> list[ConvLayer]:
         # SCALE-Sim's convention: a layer whose name contains "DP" is depthwise, "Num Filter"
         # filters per channel; it is a grouped conv with groups = channels.
         groups = ch if "DP" in name else 1
+        extra: dict[str, float] = {}
+        for i, fname in densities.items():
+            raw = cells[i] if i < len(cells) else ""
+            d = _parse_float(raw) if raw else None
+            if d is None or not 0.0 < d <= 1.0:
+                got = "missing value" if not raw else f"got {raw!r}"
+                raise InputError(p, f"row {line}: {header[i]}",
+                                 f"must be a number in (0, 1], {got}")
+            extra[fname] = d
         layers.append(
             ConvLayer(
                 name=name,
@@ -136,6 +165,7 @@ def read_layers_csv(path: str | os.PathLike[str]) -> list[ConvLayer]:
                 num_filters=nf * groups,
                 stride=stride,
                 groups=groups,
+                **extra,
             )
         )
     if not layers:

@@ -491,6 +491,9 @@ class SystolicModel(HardwareModel):
         self._glb_leak_w = tables.sram_leakage_w(acc.glb_kib * 1024.0, acc.sram_device) * (
             self._node
         )
+        # every PE's register file is clocked every cycle, busy or idle (no clock gating)
+        self.register_bits = self.num_pes * acc.rf_bytes * 8
+        self.clock_pj_per_cycle = self.register_bits * tables.reg_clock_pj_per_bit() * self._node
         flows = DATAFLOWS if acc.dataflow == "auto" else (acc.dataflow,)
         self._specs = {df: dataclasses.replace(acc, dataflow=df) for df in flows}
 
@@ -510,9 +513,11 @@ class SystolicModel(HardwareModel):
         return weight_bits, input_bits
 
     def leakage_w(self, *, weight_bits: int, input_bits: int) -> float:
-        """Static power: every PE's multiplier and accumulator (Aladdin) plus the GLB (CACTI)."""
+        """Static power: every PE's multiplier, accumulator and register file (Aladdin) plus
+        the GLB (CACTI)."""
         pe = tables.pe_leakage_w(*self._pe_bits(weight_bits, input_bits)) * self._node
-        return self.num_pes * pe + self._glb_leak_w
+        regs = self.register_bits * tables.reg_leakage_w_per_bit() * self._node
+        return self.num_pes * pe + regs + self._glb_leak_w
 
     def area_mm2(self, *, weight_bits: int, input_bits: int) -> float:
         """PEs (multiplier + 32-bit accumulator adder + register file) plus the GLB SRAM."""
@@ -616,8 +621,8 @@ class SystolicModel(HardwareModel):
             mac_pj = temporal_rate * (tables.mult_pj(acc.pe_bits, 1) + tables.add_pj(PSUM_BITS))
         else:
             mult_pj = tables.mult_pj(wbits, ibits)  # padded widths: the bricks that switch
-            if acc.zero_gating:
-                mult_pj *= density
+            if acc.zero_gating:  # no switching unless both operands are non-zero
+                mult_pj *= density * layer.input_density
             mac_pj = mult_pj + tables.add_pj(PSUM_BITS)
         mac_pj *= macs * self._node
         # RF: per MAC one access per operand (stationary read, streamed operand passed
@@ -656,6 +661,7 @@ class SystolicModel(HardwareModel):
             glb_energy_pj=glb_pj,
             dram_energy_pj=dram_pj,
             leakage_energy_pj=leak_pj,
+            clock_energy_pj=self.clock_pj_per_cycle * total,
             latency_ms=latency_ms,
             mapping={
                 "template": self.template,
@@ -677,6 +683,8 @@ class SystolicModel(HardwareModel):
                 "glb_cycles": glb_cycles,
                 "bound": bound,
                 "leakage_w": leak_w,
+                "clock_w": self.clock_pj_per_cycle * acc.freq_mhz * 1e-6,  # pJ x MHz -> W
+                "register_bits": self.register_bits,
                 **tiling.mapping(),
             },
         )

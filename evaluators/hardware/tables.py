@@ -22,6 +22,14 @@ Sources (short names used below):
         simulator", ISCA 2014; its 40 nm component table as packaged in Accelergy's
         hwcomponents-library (``hwcomponents_library/library/aladdin.py``): register
         5.98 um^2 per bit.
+    [AladdinPF] The same characterization in Aladdin's own source, ``utils/power_func.h``
+        (harvard-acc/ALADDIN, "Function units power model normalized to a commercial 40g";
+        power in mW, time in ns): per register bit at a 1 ns cycle ``REG_1ns_int_power``
+        7.936518e-03 mW, ``REG_1ns_switch_power`` 1.062977e-03 mW, ``REG_1ns_leakage_power``
+        7.395312e-05 mW and ``REG_1ns_area`` 5.981433 um^2 (the area above). The internal
+        power is the same energy per cycle at every cycle time of the table (7.94 fJ at 1 ns;
+        3.967495e-03 mW x 2 ns, 2.644534e-03 x 3, 1.982290e-03 x 4: 7.93-7.94 fJ): it is spent
+        per clock edge, apart from the data-dependent switching.
     [AccelergyCACTI] Accelergy CACTI plug-in DRAM table (``accelergy-cacti-plug-in``
         ``cacti_wrapper.py`` and ``hwcomponents-cacti``): pJ per bit transferred, with the
         sources named there (LPDDR, DDR3: Malladi et al. ISCA'12; GDDR5, HBM2: Chatterjee
@@ -130,14 +138,28 @@ REG_AREA_UM2_PER_BIT = ALADDIN_REG_AREA_UM2_PER_BIT_40NM * (TECH_NODE_NM / 40.0)
 # No overhead factor (wiring, control, I/O, clock tree, DRAM PHY) is applied: we found no
 # citable one for this template.
 
+# --------------------------------------------------------------------------- register clocking
+
+# [AladdinPF] 40 nm, per register bit: the flip-flop's internal energy per clock cycle
+# (7.936518e-03 mW at a 1 ns cycle = 7.94 fJ) and its leakage (7.395312e-05 mW = 74.0 nW).
+# Aladdin charges the internal energy per register access, because its datapaths gate idle
+# registers; an accelerator template that clocks its register files every cycle (no clock
+# gating, the assumption of ``systolic`` and ``eyeriss``) spends it on every cycle, busy or
+# idle: E_clock = bits x cycles x 7.94 fJ. It is the flip-flops' own clock-pin energy; the
+# clock tree's buffers and wires are not in it. Hwcomponents-library's packaging of the same
+# table lists a register leakage of 0; the source above gives 74 nW per bit, which we use.
+ALADDIN_REG_CLOCK_FJ_PER_BIT = 7.936518  # per bit per cycle, 40 nm
+ALADDIN_REG_LEAK_NW_PER_BIT = 73.95312  # per bit, 40 nm
+
 # --------------------------------------------------------------------------- leakage (45 nm)
 
 # [Aladdin14] 40 nm leakage power (hwcomponents-library ``aladdin.py``): 32x32-bit multiplier
-# 80 uW (0.08 pJ per 1 ns cycle), 32-bit adder 2.4 uW, register 0. Scaled like the dynamic
-# energies: the multiplier with the product of its operand widths, the adder with its width;
-# from 40 to 45 nm by ``energy_scale`` (Accelergy scales leakage power by the same factor).
-# Their leakage per um^2 (12.6 nW for the multiplier, 8.6 for the adder) is that of CACTI's
-# itrs-lop SRAM below (12.8 nW/um^2 at 1 MiB), the flavour we default to.
+# 80 uW (0.08 pJ per 1 ns cycle), 32-bit adder 2.4 uW (registers: "register clocking" above).
+# Scaled like the dynamic energies: the multiplier with the product of its operand widths,
+# the adder with its width; from 40 to 45 nm by ``energy_scale`` (Accelergy scales leakage
+# power by the same factor). Their leakage per um^2 (12.6 nW for the multiplier, 8.6 for the
+# adder) is that of CACTI's itrs-lop SRAM below (12.8 nW/um^2 at 1 MiB), the flavour we
+# default to.
 ALADDIN_NODE_NM = 40
 ALADDIN_MULT32_LEAK_UW = 80.0
 ALADDIN_ADD32_LEAK_UW = 2.4
@@ -205,6 +227,16 @@ def mult_leakage_w(weight_bits: int, input_bits: int) -> float:
     """Leakage of one integer multiplier at 45 nm, W (Aladdin's, quadratic in width)."""
     uw = ALADDIN_MULT32_LEAK_UW * weight_bits * input_bits / 1024.0
     return uw * 1e-6 * energy_scale(TECH_NODE_NM, ALADDIN_NODE_NM)
+
+
+def reg_clock_pj_per_bit() -> float:
+    """Clock energy of one register bit per cycle at 45 nm, pJ ([AladdinPF], 40 nm scaled)."""
+    return ALADDIN_REG_CLOCK_FJ_PER_BIT * 1e-3 * energy_scale(TECH_NODE_NM, ALADDIN_NODE_NM)
+
+
+def reg_leakage_w_per_bit() -> float:
+    """Leakage of one register bit at 45 nm, W ([AladdinPF], 40 nm scaled)."""
+    return ALADDIN_REG_LEAK_NW_PER_BIT * 1e-9 * energy_scale(TECH_NODE_NM, ALADDIN_NODE_NM)
 
 
 def add_leakage_w(bits: int) -> float:

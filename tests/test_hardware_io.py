@@ -78,6 +78,14 @@ def test_csv_bad_density_names_row_and_column(tmp_path: Path, cell: str, got: st
     assert info.value.message == f"must be a number in (0, 1], {got}"
 
 
+def test_csv_density_column_named_twice(tmp_path: Path) -> None:
+    text = HEADER.rstrip(",\n") + ", Input Density, input_density\na, 8, 8, 3, 3, 4, 4, 1, 1, 1\n"
+    with pytest.raises(InputError) as info:
+        read_layers_csv(_write(tmp_path, "d.csv", text))
+    assert (info.value.key, info.value.message) == (
+        "row 1: input_density", "a density column named twice in the header")
+
+
 def test_csv_crlf_line_endings(tmp_path: Path) -> None:
     p = tmp_path / "crlf.csv"
     p.write_bytes((HEADER + "c, 8, 8, 3, 3, 4, 4, 1,\n").replace("\n", "\r\n").encode())

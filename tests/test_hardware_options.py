@@ -111,6 +111,11 @@ def test_register_files_are_clocked_every_cycle_busy_or_idle() -> None:
         assert c.mapping["register_bits"] == bits
         assert c.clock_energy_pj == pytest.approx(pj, rel=1e-12)
         assert c.mapping["clock_w"] == pytest.approx(pj * 1e-12 / (c.latency_ms * 1e-3))
+    # the figures docs/hardware/systolic.md quotes for 32x32 PEs, 4-byte files, 500 MHz
+    c = evaluate_layer(CONV2, ARRAY_32)
+    assert c.mapping["clock_w"] == pytest.approx(0.1509, abs=1e-4)
+    assert c.clock_energy_pj * 1e-6 == pytest.approx(34.75, abs=0.01)  # uJ
+    assert c.mapping["leakage_w"] == pytest.approx(0.0173, abs=1e-4)
     # an idle array is clocked too: a 4x larger array spends 4x per cycle on a tiny layer
     small = ConvLayer("tiny", 8, 8, 1, 1, 16, 16, 1)
     big = dataclasses.replace(ARRAY_32, pe_rows=64, pe_cols=64)
@@ -119,19 +124,24 @@ def test_register_files_are_clocked_every_cycle_busy_or_idle() -> None:
         4 * a.clock_energy_pj / a.total_cycles)
 
 
-def test_network_total_adds_leakage() -> None:
+def test_network_total_adds_leakage_and_clock() -> None:
     report = evaluate_network([CONV2, FC], ARRAY_32)
-    assert report.total.leakage_energy_pj == pytest.approx(
-        sum(c.leakage_energy_pj for c in report.layers)
-    )
-    assert report.total.to_dict()["leakage_energy_pj"] > 0
+    for part in ("leakage_energy_pj", "clock_energy_pj"):
+        assert getattr(report.total, part) == pytest.approx(
+            sum(getattr(c, part) for c in report.layers))
+        assert report.total.to_dict()[part] > 0
+    doc = report.to_dict()["total"]  # what `codesign hw --json` prints
+    parts = ("mac_energy_pj", "rf_energy_pj", "glb_energy_pj", "dram_energy_pj",
+             "leakage_energy_pj", "clock_energy_pj")
+    assert doc["energy_pj"] == pytest.approx(sum(doc[p] for p in parts))
 
 
 def test_a_smaller_node_scales_on_chip_energy_and_area_not_dram() -> None:
     at28 = dataclasses.replace(ARRAY_32, tech_node_nm=28.0)
     c45, c28 = evaluate_layer(CONV2, ARRAY_32), evaluate_layer(CONV2, at28)
     f = tables.energy_scale(28)
-    for part in ("mac_energy_pj", "rf_energy_pj", "glb_energy_pj", "leakage_energy_pj"):
+    for part in ("mac_energy_pj", "rf_energy_pj", "glb_energy_pj", "leakage_energy_pj",
+                 "clock_energy_pj"):
         assert getattr(c28, part) == pytest.approx(getattr(c45, part) * f)
     assert c28.dram_energy_pj == c45.dram_energy_pj
     assert c28.total_cycles == c45.total_cycles

@@ -55,12 +55,19 @@ CSV_COLUMNS = (
 DENSITY_COLUMNS = {"inputdensity": "input_density", "weightdensity": "weight_density"}
 
 
-def _density_columns(header: list[str]) -> dict[int, str]:
-    """``{cell index: ConvLayer field}`` for the density columns a header names."""
-    found = {}
+def _density_columns(path: str, line: int, header: list[str]) -> dict[int, str]:
+    """``{cell index: ConvLayer field}`` for the density columns a header names.
+
+    Raises:
+        InputError: a density column is named twice (key ``row N: <column>``).
+    """
+    found: dict[int, str] = {}
     for i, cell in enumerate(header[len(CSV_COLUMNS):], start=len(CSV_COLUMNS)):
         key = "".join(ch for ch in cell.lower() if ch.isalnum())
         if key in DENSITY_COLUMNS:
+            if DENSITY_COLUMNS[key] in found.values():
+                raise InputError(path, f"row {line}: {cell}",
+                                 "a density column named twice in the header")
             found[i] = DENSITY_COLUMNS[key]
     return found
 
@@ -88,11 +95,12 @@ def read_layers_csv(path: str | os.PathLike[str]) -> list[ConvLayer]:
     optional further columns are read where the header names them: ``Input Density`` (the
     fraction of non-zero input activations, which data gating uses) and ``Weight Density``
     (of non-zero weights); a number in (0, 1] on every row, 1 (dense) without the column.
+    A file with them is ours only: SCALE-Sim 3 reads a ninth column as an N:M sparsity ratio.
 
     Raises:
         InputError: file missing/unreadable, no layers, a missing or non-integer value,
-            a value <= 0, a density outside (0, 1], or a filter larger than the input (key
-            ``row N: <column>``).
+            a value <= 0, a density outside (0, 1] or named twice, or a filter larger than
+            the input (key ``row N: <column>``).
     """
     p = str(path)
     text = _read_text(path)
@@ -115,7 +123,7 @@ def read_layers_csv(path: str | os.PathLike[str]) -> list[ConvLayer]:
         header[i] if i < len(header) and header[i] else CSV_COLUMNS[i]
         for i in range(len(CSV_COLUMNS))
     ]
-    densities = _density_columns(header)
+    densities = _density_columns(p, header_line, header)
     layers: list[ConvLayer] = []
     for line, cells in rows[1:]:
         values: list[int] = []

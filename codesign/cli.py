@@ -278,7 +278,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "training": None if result.training is None else {
             "val_accuracy": result.training.val_accuracy,
             "train_seconds": result.training.train_seconds,
-            "steps": result.training.steps, "device": result.training.device},
+            "steps": result.training.steps, "device": result.training.device,
+            "input_density": result.training.input_density},
     }
     if args.json:
         print(json.dumps(doc, indent=2))

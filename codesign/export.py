@@ -5,7 +5,10 @@ Each ``trial_NNNN/`` folder holds ``network.<fmt>`` (the :class:`NetworkSpec`),
 constraint values, hardware totals, validation accuracy and the test accuracy computed here,
 with provenance), ``layers.csv`` (the workload in SCALE-Sim's topology format, padding folded
 into the ifmap size as SCALE-Sim has none), ``layer_costs.csv`` (our per-layer costs) and
-``weights.pt`` (the trained ``state_dict``). ``fmt`` is ``yaml`` or ``json``; with ``csv`` the
+``weights.pt`` (the trained ``state_dict``). The metrics file also keeps each layer's
+non-zero input fraction measured in training (``input_density``), which the hardware was
+priced with; ``layers.csv`` leaves it out, as SCALE-Sim 3 reads a ninth column as an N:M
+sparsity ratio. ``fmt`` is ``yaml`` or ``json``; with ``csv`` the
 index is ``index.csv`` and the per-design files are YAML.
 
 The export is written to a temporary folder and moved into place at the end, so an
@@ -155,6 +158,9 @@ def _export_one(
         "test_accuracy": test_acc,
         **({"test_accuracy_note": test_note} if test_note else {}),
         "hardware": t.user_attrs.get(A + "hw", {}),
+        # the non-zero input fraction per layer that training measured and the hardware
+        # was priced with (null: dense); layers.csv stays SCALE-Sim's format without it
+        "input_density": t.user_attrs.get(A + "input_density"),
         "constraints": dict(t.constraints),
         "budgets": {k: v for k, v in cfg.budgets.to_dict().items() if v is not None},
         "params": dict(t.params),

@@ -7,7 +7,9 @@ stops cleanly on Ctrl-C / SIGTERM: finished trials stay, in-flight ones are told
 
 Trial user attributes written here (all prefixed ``codesign.``): ``design`` (the decoded
 :class:`DesignPoint`), ``training_key``, ``hw`` (network totals), ``layers`` (per-layer costs),
-``feasible``, ``infeasible_reason``, ``trained``, ``cached``, ``train_seconds``,
+``feasible``, ``infeasible_reason``, ``trained``, ``cached``, ``input_density`` (each layer's
+non-zero input fraction measured in training, which the hardware was priced with),
+``train_seconds``,
 ``hw_seconds``, ``weights`` (path of the trained weights), ``warm_from`` and
 ``warm_tensors`` (warm start: the source's training key or ``checkpoint``, tensors loaded),
 ``driver``, ``attempts``, ``fail_reason``, ``requeued_from``.
@@ -73,6 +75,7 @@ class _Pending:
     attempt: int
     started: float
     warm_from: str | None = None  # training key (or "checkpoint") its weights started from
+    cached_density: dict[str, float] | None = None  # the cached training's input densities
 
 
 def _driver_id() -> str:
@@ -118,10 +121,11 @@ def requeue_stale(study: optuna.Study) -> int:
 
 
 class TrainingCache:
-    """The study is the cache: training key -> (validation accuracy, weights path)."""
+    """The study is the cache: training key -> (validation accuracy, weights path, measured
+    input densities)."""
 
     def __init__(self, study: optuna.Study) -> None:
-        self._entries: dict[str, tuple[float, str | None]] = {}
+        self._entries: dict[str, tuple[float, str | None, dict[str, float] | None]] = {}
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             self.add(t.user_attrs)
 
@@ -129,9 +133,10 @@ class TrainingCache:
         if attrs.get(A + "trained") and attrs.get(A + "training_key"):
             acc = attrs.get(A + "accuracy")
             if acc is not None:
-                self._entries[attrs[A + "training_key"]] = (acc, attrs.get(A + "weights"))
+                self._entries[attrs[A + "training_key"]] = (
+                    acc, attrs.get(A + "weights"), attrs.get(A + "input_density"))
 
-    def get(self, key: str) -> tuple[float, str | None] | None:
+    def get(self, key: str) -> tuple[float, str | None, dict[str, float] | None] | None:
         return self._entries.get(key)
 
 
@@ -366,7 +371,7 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
     def dispatch(p: _Pending) -> None:
         init, p.warm_from = warm.pick(p.design.network) if p.cached is None else (None, None)
         ref = remote.remote(p.design, task, cfg.budgets, cached_accuracy=p.cached,
-                            init_state=init)
+                            cached_input_density=p.cached_density, init_state=init)
         pending[ref] = p
 
     def start(p: _Pending) -> None:
@@ -389,7 +394,7 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
         training_now.discard(p.key)
         hit = cache.get(p.key)
         for q in deferred.pop(p.key, []):
-            q.cached = hit[0] if hit else None
+            q.cached, q.cached_density = (hit[0], hit[2]) if hit else (None, None)
             start(q)
 
     def retry(p: _Pending) -> bool:
@@ -429,7 +434,8 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
                     trial.set_user_attr(A + "training_key", key)
                     trial.set_user_attr(A + "driver", _driver_id())
                     start(_Pending(trial, design, key, hit[0] if hit else None, 0,
-                                   time.perf_counter()))
+                                   time.perf_counter(),
+                                   cached_density=hit[2] if hit else None))
                 if not pending:
                     if failed > max_failures and complete < opts.n_trials:
                         raise RunAborted(
@@ -523,6 +529,7 @@ def _tell(
         attrs["train_steps"] = tr.steps
         attrs["train_loss"] = tr.train_loss
         attrs["device"] = tr.device
+        attrs["input_density"] = tr.input_density or None
         if p.warm_from is not None:
             attrs["warm_from"] = p.warm_from
             attrs["warm_tensors"] = tr.warm_started_tensors
@@ -534,6 +541,7 @@ def _tell(
     elif result.cached:
         hit = cache.get(p.key)
         attrs["weights"] = hit[1] if hit else None
+        attrs["input_density"] = p.cached_density
     for k, v in attrs.items():
         trial.set_user_attr(A + k, v)
     for name, value in result.constraints.items():

@@ -12,12 +12,15 @@ import time
 from evaluators.specs import Budgets, DesignPoint, EvalResult, HardwareReport, TaskSpec
 
 
-def price(design: DesignPoint, deploy_input: int | None = None) -> HardwareReport:
+def price(design: DesignPoint, deploy_input: int | None = None,
+          input_density: dict[str, float] | None = None) -> HardwareReport:
     """The hardware model alone: the design's network as a workload on its accelerator.
 
     Args:
         deploy_input: the deployment resolution (``TaskSpec.deploy_input``; ``None``: the
             training resolution).
+        input_density: each layer's non-zero input fraction, as training measured it
+            (``TrainingReport.input_density``); ``None``: dense inputs.
 
     An FPGA engine over its DSP / BRAM budget is priced all the same; its
     ``report.resources`` carry the overshoot, which ``constraint_values`` turns into
@@ -27,7 +30,7 @@ def price(design: DesignPoint, deploy_input: int | None = None) -> HardwareRepor
     from evaluators.training import extract_layers
 
     model = make_model(design.accelerator, enforce_budgets=False)
-    return model.evaluate_network(extract_layers(design.network, deploy_input))
+    return model.evaluate_network(extract_layers(design.network, deploy_input, input_density))
 
 
 # a constraint value that stands for "cannot fit at all" (Optuna needs a finite number)
@@ -62,9 +65,16 @@ def evaluate(
     budgets: Budgets,
     *,
     cached_accuracy: float | None = None,
+    cached_input_density: dict[str, float] | None = None,
     init_state: bytes | None = None,
 ) -> EvalResult:
     """Price ``design`` on its accelerator, then train its network unless that is pointless.
+
+    The hardware is priced first with dense inputs, and the budgets are checked on that
+    pricing (so an over-budget design is never trained). Zero inputs only save energy (data
+    gating changes no cycle and no area), so dense pricing is an upper bound: a trained design
+    is priced again with the non-zero input fractions its training measured, and that report
+    and its constraint values (never above the dense ones) are what the result carries.
 
     Args:
         design: the network + accelerator to evaluate.
@@ -72,6 +82,7 @@ def evaluate(
         budgets: area/power/latency budgets; a design over any of them is not trained.
         cached_accuracy: the validation accuracy of the same network trained earlier in this
             study (the driver's training cache); when given, training is skipped.
+        cached_input_density: that training's measured input densities (priced as above).
         init_state: warm-start weights for training (``torch.save`` bytes of a state dict),
             chosen by the driver (``task.warm_start``).
 
@@ -91,8 +102,20 @@ def evaluate(
         reason = ", ".join(_violation(report, budgets, k) for k in violated)
         return EvalResult(feasible=False, accuracy=0.0, infeasible_reason=reason, **common)
     if cached_accuracy is not None:
+        common |= _with_density(design, task, budgets, cached_input_density)
         return EvalResult(feasible=True, accuracy=cached_accuracy, cached=True, **common)
     from evaluators.training import train
 
     training = train(design.network, task, init_state)
+    common |= _with_density(design, task, budgets, training.input_density)
     return EvalResult(feasible=True, accuracy=training.val_accuracy, training=training, **common)
+
+
+def _with_density(design: DesignPoint, task: TaskSpec, budgets: Budgets,
+                  density: dict[str, float] | None) -> dict[str, object]:
+    """The ``hardware`` and ``constraints`` of ``design`` priced with measured input densities
+    (nothing when none were measured)."""
+    if not density:
+        return {}
+    report = price(design, task.deploy_input, density)
+    return {"hardware": report, "constraints": constraint_values(report, budgets)}

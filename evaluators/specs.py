@@ -520,6 +520,8 @@ class TrainingReport:
 
     ``state_dict`` is the trained model's ``torch.save`` bytes (CPU tensors), so a worker never
     writes outside its own process; the driver decides where weights are stored.
+    ``input_density``: workload layer name -> fraction of non-zero input values, measured on
+    the validation split (``ConvLayer.input_density``; empty if not measured).
     """
 
     val_accuracy: float
@@ -529,6 +531,7 @@ class TrainingReport:
     device: str
     state_dict: bytes = b""
     warm_started_tensors: int = 0
+    input_density: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

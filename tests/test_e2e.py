@@ -212,7 +212,7 @@ def test_run_refuses_changed_experiment(small_study: tuple[Path, subprocess.Comp
 def test_training_cache_trains_each_network_once(tmp_path: Path) -> None:
     """A space that varies only the accelerator trains its single network exactly once."""
     exp = experiment("hwonly", 6)
-    exp["space"]["network"] = {"stages": 1, "depth": 1, "width": 8, "kernel": 3}
+    exp["space"]["network"] = {"stages": 2, "depth": 1, "width": 8, "kernel": 3}
     exp["space"]["compression"] = {"weight_bits": 8, "activation_bits": 8, "prune_ratio": 0.0}
     exp["sampler"] = {"name": "random"}
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
@@ -223,6 +223,19 @@ def test_training_cache_trains_each_network_once(tmp_path: Path) -> None:
     assert sum(t.user_attrs["codesign.trained"] for t in done) == 1
     assert sum(t.user_attrs["codesign.cached"] for t in done) == 5
     assert len({t.values[0] for t in done}) == 1
+    # the input zeros measured in the one training price every trial, cached ones included:
+    # zero gating (on by default) lowers the energy, never the cycles
+    from evaluators.evaluate import price
+    from evaluators.specs import DesignPoint
+
+    density = done[0].user_attrs["codesign.input_density"]
+    assert density and min(density.values()) < 1.0
+    for t in done:
+        assert t.user_attrs["codesign.input_density"] == density
+        design = DesignPoint.from_dict(t.user_attrs["codesign.design"])
+        gated, dense = price(design, None, density).total, price(design).total
+        assert t.user_attrs["codesign.hw"]["energy_pj"] == pytest.approx(gated.energy_pj)
+        assert gated.energy_pj < dense.energy_pj and gated.total_cycles == dense.total_cycles
 
 
 def test_fpga_study_resources_are_constraints_and_exports_round_trip(tmp_path: Path) -> None:
@@ -231,7 +244,7 @@ def test_fpga_study_resources_are_constraints_and_exports_round_trip(tmp_path: P
     but not trained, and an exported accelerator is a file ``codesign hw`` reads back."""
     exp = experiment("fpga", 6)
     exp["constraints"] = {"power_w": 100.0}
-    exp["space"]["network"] = {"stages": 1, "depth": 1, "width": 8, "kernel": 3}
+    exp["space"]["network"] = {"stages": 2, "depth": 1, "width": 8, "kernel": 3}
     exp["space"]["compression"] = {"weight_bits": 8, "activation_bits": 8, "prune_ratio": 0.0}
     exp["space"]["accelerator"] = {
         "file": str(ROOT / "experiments/accelerators/fpga_zcu102_like.yaml"),
@@ -351,7 +364,7 @@ def test_diverging_network_is_trained_once_then_run_aborts(tmp_path: Path) -> No
     """A network whose loss becomes NaN fails with the reason, is not retrained by later
     trials, and a run that can only fail stops with exit code 1 instead of looping."""
     exp = experiment("nan", 3, task={"lr": 1.0e12, "epochs": 1})
-    exp["space"]["network"] = {"stages": 1, "depth": 1, "width": 8, "kernel": 3}
+    exp["space"]["network"] = {"stages": 2, "depth": 1, "width": 8, "kernel": 3}
     exp["space"]["compression"] = {"weight_bits": 32, "activation_bits": 32, "prune_ratio": 0.0}
     exp["constraints"] = {}
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))

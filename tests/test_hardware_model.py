@@ -25,6 +25,7 @@ from evaluators.hardware import (
 )
 from evaluators.hardware.systolic import ORDERS
 from evaluators.specs import (
+    MAPPER_OBJECTIVES,
     AcceleratorSpec,
     ConvLayer,
     InfeasibleDesign,
@@ -607,6 +608,24 @@ def test_zero_gating_scales_multiplier_energy_by_density() -> None:
         CONV2.macs * (0.2 * 0.5 * 0.4 + 0.1))
     assert evaluate_layer(both, dataclasses.replace(ARRAY_32, zero_gating=False))\
         .mac_energy_pj == pytest.approx(plain.mac_energy_pj)
+
+
+@pytest.mark.parametrize("objective", MAPPER_OBJECTIVES)
+def test_input_zeros_change_energy_never_the_dataflow_choice(objective: str) -> None:
+    """``dataflow: auto`` ranks dataflows at dense inputs: the zero-input saving is the same
+    for each, so a layer's zeros lower its energy and leave its dataflow and cycles alone."""
+    acc = dataclasses.replace(ARRAY_32, dataflow="auto", mapper_objective=objective)
+    fc = ConvLayer("fc", 1, 1, 1, 1, 512, 1000, batch=4)
+    for layer in (CONV2, fc, ConvLayer("s2", 29, 29, 3, 3, 64, 128, 2)):
+        dense = evaluate_layer(layer, acc)
+        for d in (0.7, 0.2):
+            c = evaluate_layer(dataclasses.replace(layer, input_density=d), acc)
+            scores = c.mapping["dataflow_choice"]["candidates"]
+            assert scores == pytest.approx(dense.mapping["dataflow_choice"]["candidates"])
+            assert c.mapping["dataflow"] == dense.mapping["dataflow"]
+            assert c.total_cycles == dense.total_cycles
+            saved = c.mapping["input_gating_saved_pj"]
+            assert saved > 0 and c.energy_pj + saved == pytest.approx(dense.energy_pj)
 
 
 # --------------------------------------------------------------------------- costs add up

@@ -132,14 +132,15 @@ def test_training_cache_reads_completed_trials(url: str) -> None:
     study, _ = create_or_load(cfg, open_storage(url), sampler=None)
     t = study.ask(cfg.space.distributions())
     for k, v in {"codesign.trained": True, "codesign.training_key": "k1",
-                 "codesign.accuracy": 0.9, "codesign.weights": "w.pt"}.items():
+                 "codesign.accuracy": 0.9, "codesign.weights": "w.pt",
+                 "codesign.input_density": {"s0b0": 0.5}}.items():
         t.set_user_attr(k, v)
     study.tell(t, [0.9, 1.0, 1.0])
     failed = study.ask(cfg.space.distributions())
     failed.set_user_attr("codesign.training_key", "k2")
     study.tell(failed, state=TrialState.FAIL)
     cache = TrainingCache(study)
-    assert cache.get("k1") == (0.9, "w.pt") and cache.get("k2") is None
+    assert cache.get("k1") == (0.9, "w.pt", {"s0b0": 0.5}) and cache.get("k2") is None
 
 
 def test_evaluate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

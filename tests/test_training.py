@@ -27,7 +27,7 @@ from evaluators.training import (
 )
 from evaluators.training import loop as loop_module
 from evaluators.training.loop import _augment
-from evaluators.training.model import QConv2d, QLinear
+from evaluators.training.model import InputDensityProbe, QConv2d, QLinear
 from evaluators.training.quant import PACT, pact_quantize, quantize_weight
 
 
@@ -53,6 +53,39 @@ def test_8bit_reaches_accuracy(trained_8bit: TrainingReport) -> None:
     assert r.val_accuracy >= 0.85
     assert r.steps == 5 * (1078 // 64) and r.device == "cpu"
     assert 0 < r.train_loss < 1.0 and r.train_seconds > 0
+
+
+def test_training_measures_each_layers_input_density(trained_8bit: TrainingReport) -> None:
+    """Every workload layer gets its non-zero input fraction on the validation split: the
+    normalized image is dense, a layer after a ReLU is not."""
+    d = trained_8bit.input_density
+    assert list(d) == [layer.name for layer in extract_layers(small_net())]
+    assert d["s0b0"] > 0.95  # the image (mean-subtracted pixels are rarely exactly 0)
+    assert 0.0 < d["s1b0"] < 0.9  # after BatchNorm + ReLU
+    assert all(0.0 < v <= 1.0 for v in d.values())
+
+
+def test_input_density_probe_counts_exactly() -> None:
+    """The probe counts the zeros of the tensor each conv reads, batch by batch."""
+    spec = small_net()
+    model = build_model(spec).eval()
+    x = torch.randn(6, 1, 8, 8)
+    x[:, :, :2, :] = 0.0  # a quarter of the image is zero
+    seen: list[torch.Tensor] = []
+    hook = model.features.s1b0.conv.register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].detach().clone()))
+    with torch.no_grad(), InputDensityProbe(model, spec) as probe:
+        model(x[:4])
+        model(x[4:])
+    hook.remove()
+    d = probe.densities()
+    assert d["s0b0"] == pytest.approx(0.75)
+    inner = torch.cat(seen)
+    assert d["s1b0"] == pytest.approx(int(torch.count_nonzero(inner)) / inner.numel())
+    assert not model.features.s0b0.conv._forward_pre_hooks  # removed on exit
+    with InputDensityProbe(model, spec) as idle:
+        pass
+    assert idle.densities() == {}  # nothing ran: nothing measured
 
 
 def test_same_seed_same_result(trained_8bit: TrainingReport) -> None:

@@ -531,12 +531,16 @@ class SystolicModel(HardwareModel):
         return (self.num_pes * pe_um2 + glb_um2) * 1e-6 * tables.area_scale(acc.tech_node_nm)
 
     def _objective(self, cost: LayerCost) -> float:
+        """What ``dataflow: auto`` minimizes, at dense inputs: the zero-input gating saving
+        is the same for every dataflow, so leaving it out keeps the choice independent of
+        ``input_density`` (a layer's zeros change its energy, never its dataflow)."""
         goal = self.acc.mapper_objective
         if goal == "latency":
             return cost.latency_ms
+        energy = cost.energy_pj + cost.mapping["input_gating_saved_pj"]
         if goal == "energy":
-            return cost.energy_pj
-        return cost.energy_pj * cost.latency_ms
+            return energy
+        return energy * cost.latency_ms
 
     def evaluate_layer(self, layer: ConvLayer) -> LayerCost:
         check_layer(layer)
@@ -617,12 +621,15 @@ class SystolicModel(HardwareModel):
 
         # MACs the array performs (zero-skipping drops the zeros it compacted away).
         macs = layer.macs * (layer.weight_density if acc.zero_skipping else 1.0)
+        input_gated_pj = 0.0  # per MAC: what zero inputs save (not ranked, see _objective)
         if acc.pe_type == "bit_serial":  # temporal_rate shift-adds of a pe_bits x 1 product
             mac_pj = temporal_rate * (tables.mult_pj(acc.pe_bits, 1) + tables.add_pj(PSUM_BITS))
         else:
             mult_pj = tables.mult_pj(wbits, ibits)  # padded widths: the bricks that switch
             if acc.zero_gating:  # no switching unless both operands are non-zero
-                mult_pj *= density * layer.input_density
+                mult_pj *= density
+                input_gated_pj = mult_pj * (1.0 - layer.input_density)
+                mult_pj *= layer.input_density
             mac_pj = mult_pj + tables.add_pj(PSUM_BITS)
         mac_pj *= macs * self._node
         # RF: per MAC one access per operand (stationary read, streamed operand passed
@@ -683,6 +690,7 @@ class SystolicModel(HardwareModel):
                 "glb_cycles": glb_cycles,
                 "bound": bound,
                 "leakage_w": leak_w,
+                "input_gating_saved_pj": input_gated_pj * macs * self._node,
                 "clock_w": self.clock_pj_per_cycle * acc.freq_mhz * 1e-6,  # pJ x MHz -> W
                 "register_bits": self.register_bits,
                 **tiling.mapping(),

@@ -47,6 +47,7 @@ from evaluators.specs import (
 )
 from evaluators.training.datasets import Splits, dataset_info, load_splits
 from evaluators.training.model import (
+    InputDensityProbe,
     apply_pruning,
     build_model,
     factorize,
@@ -233,8 +234,10 @@ def train(spec: NetworkSpec, task: TaskSpec, init_state: bytes | None = None
 
     Returns:
         The validation accuracy (eval mode), the mean training loss over the last epoch's worth
-        of steps, the number of optimizer steps, the wall time of the call, the device, and the
-        trained CPU state dict as ``torch.save`` bytes (pruned weights exactly zero).
+        of steps, the number of optimizer steps, the wall time of the call, the device, the
+        trained CPU state dict as ``torch.save`` bytes (pruned weights exactly zero), and each
+        workload layer's fraction of non-zero inputs on the validation split
+        (:class:`~evaluators.training.model.InputDensityProbe`).
 
     Raises:
         TrainingFailed: the loss became NaN/inf, or CUDA was requested but is unavailable.
@@ -251,7 +254,8 @@ def train(spec: NetworkSpec, task: TaskSpec, init_state: bytes | None = None
         loaded = warm_start(model, init_state) if init_state else 0
         model.to(device)
         steps, loss = _run(model, spec, task, splits, device)
-        val_accuracy = _accuracy(model, splits.val_x, splits.val_y, device)
+        with InputDensityProbe(model, spec) as probe:  # the same pass counts input zeros
+            val_accuracy = _accuracy(model, splits.val_x, splits.val_y, device)
         state = _state_bytes(model)
     return TrainingReport(
         val_accuracy=val_accuracy,
@@ -261,6 +265,7 @@ def train(spec: NetworkSpec, task: TaskSpec, init_state: bytes | None = None
         device=str(device),
         state_dict=state,
         warm_started_tensors=loaded,
+        input_density=probe.densities(),
     )
 
 

@@ -23,6 +23,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -677,7 +678,81 @@ def remove_pruning(model: nn.Module) -> None:
                 prune.remove(m, pname)
 
 
-def extract_layers(spec: NetworkSpec, input_hw: int | None = None) -> tuple[ConvLayer, ...]:
+def workload_modules(model: nn.Module, spec: NetworkSpec
+                     ) -> list[tuple[ConvLayer, QConv2d | QLinear]]:
+    """Each layer of ``extract_layers(spec)`` with the module of ``model`` that computes it.
+
+    ``model`` is ``spec``'s network as it is deployed: factorized where ``spec`` says so (what
+    :func:`train` returns; ``build_model(spec)``). Modules pair with layers in order; a
+    structurally pruned module keeps its full width (masked channels), so it may be wider than
+    its layer.
+
+    Raises:
+        SpecError: the model's convs and linears do not match the workload (count or kernel).
+    """
+    layers = extract_layers(spec)
+    mods = [m for m in model.modules() if isinstance(m, (QConv2d, QLinear))]
+    if len(mods) != len(layers):
+        raise SpecError(f"the model has {len(mods)} conv/linear modules, the network spec "
+                        f"{len(layers)} layers")
+    for layer, m in zip(layers, mods):
+        kernel = m.kernel_size[0] if isinstance(m, QConv2d) else 1
+        width = m.in_channels if isinstance(m, QConv2d) else m.in_features
+        if kernel != layer.filter_h or width < layer.channels:
+            raise SpecError(f"layer {layer.name!r} ({layer.filter_h}x{layer.filter_h}, "
+                            f"{layer.channels} channels) does not match its module ({kernel}x"
+                            f"{kernel}, {width} channels)")
+    return list(zip(layers, mods))
+
+
+class InputDensityProbe:
+    """Counts the non-zero inputs of every workload layer while the model runs.
+
+    Lifecycle: ``with InputDensityProbe(model, spec) as probe:`` registers a forward pre-hook
+    on every conv/linear module (:func:`workload_modules`); run the model on data inside the
+    block (any batches, any number of passes); the hooks are removed on exit;
+    :meth:`densities` then gives each layer's fraction of non-zero input values: what
+    zero-gating hardware sees (``ConvLayer.input_density``). Counts are of the tensor each
+    conv reads (after the previous layer's ReLU and activation quantization), over the
+    layer's own channels: a structurally pruned module's masked input channels are left out.
+    """
+
+    def __init__(self, model: nn.Module, spec: NetworkSpec) -> None:
+        self._pairs = workload_modules(model, spec)
+        self._nonzero = [0] * len(self._pairs)
+        self._total = [0.0] * len(self._pairs)
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> InputDensityProbe:
+        for i, (layer, m) in enumerate(self._pairs):
+            width = m.in_channels if isinstance(m, QConv2d) else m.in_features
+            self._handles.append(m.register_forward_pre_hook(
+                self._hook(i, layer.channels / width)))
+        return self
+
+    def _hook(self, i: int, kept: float) -> Any:
+        def count(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            x = args[0]
+            self._nonzero[i] += int(torch.count_nonzero(x))
+            self._total[i] += x.numel() * kept
+        return count
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def densities(self) -> dict[str, float]:
+        """Layer name -> non-zero input fraction in (0, 1] (a layer whose inputs were all
+        zero gets one non-zero value's worth); empty if the model never ran."""
+        if not all(self._total):
+            return {}
+        return {layer.name: min(1.0, max(nz, 1) / total)
+                for (layer, _), nz, total in zip(self._pairs, self._nonzero, self._total)}
+
+
+def extract_layers(spec: NetworkSpec, input_hw: int | None = None,
+                   input_density: dict[str, float] | None = None) -> tuple[ConvLayer, ...]:
     """The hardware workload of ``spec``: every conv (its low-rank factors as separate layers),
     then the classifier as a 1x1 conv (or its two factors).
 
@@ -689,8 +764,9 @@ def extract_layers(spec: NetworkSpec, input_hw: int | None = None) -> tuple[Conv
     their stage's activation bits (BatchNorm folded into the conv, ReLU and quantization
     applied at the output); the classifier's logits keep at least 8 bits; 32 means floating
     point. Weight density: ``1 - prune_ratio`` (unstructured), ``N/4`` (N:4), 1 (structured:
-    the layers themselves are smaller). BatchNorm and pooling add no layers (see the module
-    docstring).
+    the layers themselves are smaller). Input density: ``input_density[name]`` (measured on
+    the trained network, :class:`InputDensityProbe`), else 1 (dense). BatchNorm and pooling
+    add no layers (see the module docstring).
 
     Raises:
         SpecError: ``spec`` is out of domain, or ``input_hw`` is not a positive int.
@@ -722,6 +798,7 @@ def extract_layers(spec: NetworkSpec, input_hw: int | None = None) -> tuple[Conv
             output_bits=f.a_bits,
             weight_density=density,
             groups=f.groups,
+            input_density=(input_density or {}).get(f.name, 1.0),
         )
         for c in convs for f in c.factors()
     )

@@ -130,7 +130,11 @@ class TrainingCache:
             self.add(t.user_attrs)
 
     def add(self, attrs: dict[str, Any]) -> None:
-        if attrs.get(A + "trained") and attrs.get(A + "training_key"):
+        """Record a finished training (trial user attributes, ``codesign.``-prefixed). One
+        recorded without measured input densities (a study begun by an older version) is not
+        reused: its network is trained again, so every trial is priced with its zeros."""
+        if (attrs.get(A + "trained") and attrs.get(A + "training_key")
+                and attrs.get(A + "input_density")):
             acc = attrs.get(A + "accuracy")
             if acc is not None:
                 self._entries[attrs[A + "training_key"]] = (
@@ -541,6 +545,7 @@ def _tell(
     elif result.cached:
         hit = cache.get(p.key)
         attrs["weights"] = hit[1] if hit else None
+    if result.training is None and p.cached is not None:  # priced with the cached zeros
         attrs["input_density"] = p.cached_density
     for k, v in attrs.items():
         trial.set_user_attr(A + k, v)

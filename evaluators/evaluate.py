@@ -72,9 +72,11 @@ def evaluate(
 
     The hardware is priced first with dense inputs, and the budgets are checked on that
     pricing (so an over-budget design is never trained). Zero inputs only save energy (data
-    gating changes no cycle and no area), so dense pricing is an upper bound: a trained design
-    is priced again with the non-zero input fractions its training measured, and that report
-    and its constraint values (never above the dense ones) are what the result carries.
+    gating changes no cycle, no mapping and no area), so dense pricing is an upper bound: a
+    trained design is priced again with the non-zero input fractions its training measured,
+    and that report and its constraint values (never above the dense ones) are what the
+    result carries. On a cache hit the cached training's fractions are known up front, and the
+    one pricing (budgets included) uses them.
 
     Args:
         design: the network + accelerator to evaluate.
@@ -90,8 +92,10 @@ def evaluate(
         InfeasibleDesign: the accelerator cannot run the workload at all.
         TrainingFailed: training diverged or could not run.
     """
+    # a cached training's zeros are known before anything runs: price with them at once
+    known = cached_input_density if cached_accuracy is not None else None
     t0 = time.perf_counter()
-    report = price(design, task.deploy_input)
+    report = price(design, task.deploy_input, known or None)
     hw_seconds = time.perf_counter() - t0
     constraints = constraint_values(report, budgets)
     violated = [k for k, v in constraints.items() if v > 0]
@@ -102,7 +106,6 @@ def evaluate(
         reason = ", ".join(_violation(report, budgets, k) for k in violated)
         return EvalResult(feasible=False, accuracy=0.0, infeasible_reason=reason, **common)
     if cached_accuracy is not None:
-        common |= _with_density(design, task, budgets, cached_input_density)
         return EvalResult(feasible=True, accuracy=cached_accuracy, cached=True, **common)
     from evaluators.training import train
 

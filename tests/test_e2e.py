@@ -153,6 +153,10 @@ def test_export_yaml_and_csv(small_study: tuple[Path, subprocess.CompletedProces
             assert (folder / f).is_file(), f
         m = yaml.safe_load((folder / "metrics.yaml").read_text())
         assert 0.0 <= m["test_accuracy"] <= 1.0
+        # the zeros the hardware was priced with, one fraction per layer of layers.csv
+        assert set(m["input_density"]) == {r["name"] for r in csv.DictReader(
+            open(folder / "layer_costs.csv"))}
+        assert all(0 < v <= 1 for v in m["input_density"].values())
         assert m["provenance"]["study"] == "small" and m["provenance"]["versions"]
         with open(folder / "layers.csv") as fh:
             rows = list(csv.reader(fh))

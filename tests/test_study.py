@@ -6,6 +6,7 @@ Optuna journal file). No Ray: these are the driver-side pieces on their own.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -139,8 +140,37 @@ def test_training_cache_reads_completed_trials(url: str) -> None:
     failed = study.ask(cfg.space.distributions())
     failed.set_user_attr("codesign.training_key", "k2")
     study.tell(failed, state=TrialState.FAIL)
+    old = study.ask(cfg.space.distributions())  # trained by a version that measured no zeros
+    for k, v in {"codesign.trained": True, "codesign.training_key": "k3",
+                 "codesign.accuracy": 0.8}.items():
+        old.set_user_attr(k, v)
+    study.tell(old, [0.8, 1.0, 1.0])
     cache = TrainingCache(study)
     assert cache.get("k1") == (0.9, "w.pt", {"s0b0": 0.5}) and cache.get("k2") is None
+    assert cache.get("k3") is None  # trained again, so that it is priced with its zeros
+
+
+def test_evaluate_prices_a_cache_hit_with_its_zeros() -> None:
+    """A cache hit is priced (budgets included) with the cached training's input densities:
+    less energy than dense, the same cycles, constraints never above the dense ones."""
+    from evaluators.evaluate import constraint_values, evaluate, price
+    from evaluators.training import extract_layers
+
+    cfg = load(QUICKSTART)
+    study = optuna.create_study(directions=cfg.directions, sampler=make(cfg.sampler, seed=5))
+    design = cfg.space.decode(study.ask(cfg.space.distributions()).params)
+    design = dataclasses.replace(
+        design, accelerator=dataclasses.replace(design.accelerator, zero_gating=True))
+    density = {layer.name: 0.4 for layer in extract_layers(design.network)}
+    r = evaluate(design, cfg.task, cfg.budgets, cached_accuracy=0.77,
+                 cached_input_density=density)
+    dense = price(design, cfg.task.deploy_input)
+    assert r.cached == r.feasible and r.training is None
+    assert r.hardware.total.energy_pj < dense.total.energy_pj
+    assert r.hardware.total.total_cycles == dense.total.total_cycles
+    assert r.hardware.to_dict() == price(design, cfg.task.deploy_input, density).to_dict()
+    for name, v in constraint_values(dense, cfg.budgets).items():
+        assert r.constraints[name] <= v
 
 
 def test_evaluate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,7 +27,12 @@ from evaluators.training import (
 )
 from evaluators.training import loop as loop_module
 from evaluators.training.loop import _augment
-from evaluators.training.model import InputDensityProbe, QConv2d, QLinear
+from evaluators.training.model import (
+    InputDensityProbe,
+    QConv2d,
+    QLinear,
+    workload_modules,
+)
 from evaluators.training.quant import PACT, pact_quantize, quantize_weight
 
 
@@ -86,6 +91,57 @@ def test_input_density_probe_counts_exactly() -> None:
     with InputDensityProbe(model, spec) as idle:
         pass
     assert idle.densities() == {}  # nothing ran: nothing measured
+
+
+@pytest.mark.parametrize("family", ["plain_cnn", "resnet", "mobilenetv2"])
+def test_every_workload_layer_pairs_with_the_module_that_reads_its_input(family: str) -> None:
+    """Factorized, with shortcut convs and depthwise convs: each hardware layer's module is
+    the one whose input has the layer's channels and map size."""
+    stages = (StageSpec(1, 8, 3, 1, 2), StageSpec(2, 16, 5, 2, 2))
+    spec = NetworkSpec(family, 1, 8, 10, stages, rank_ratio=0.5)
+    model = build_model(spec).eval()
+    pairs = workload_modules(model, spec)
+    assert [layer.name for layer, _ in pairs] == [x.name for x in extract_layers(spec)]
+    shapes: dict[int, tuple[int, ...]] = {}
+    hooks = [m.register_forward_pre_hook(
+        lambda m, args: shapes.__setitem__(id(m), tuple(args[0].shape))) for _, m in pairs]
+    with torch.no_grad():
+        model(torch.randn(2, 1, 8, 8))
+    for h in hooks:
+        h.remove()
+    for layer, m in pairs:
+        shape = shapes[id(m)]
+        assert shape[1] == layer.channels, layer.name
+        if len(shape) == 4:
+            assert shape[2:] == (layer.ifmap_h, layer.ifmap_w), layer.name
+    other = dataclasses.replace(spec, stages=stages[:1])
+    with pytest.raises(SpecError, match="modules"):
+        workload_modules(model, other)
+
+
+def test_probe_leaves_structurally_pruned_channels_out() -> None:
+    """A structurally pruned block's masked channels are zero at the next conv's input; the
+    density is over the channels the (smaller) hardware layer keeps."""
+    spec = small_net(prune_ratio=0.5, prune_mode="structured")
+    report = train(spec, TaskSpec(epochs=1, seed=0))
+    model = build_model(spec)
+    model.load_state_dict(load(report))
+    model.eval()
+    kept = torch.nonzero(model.features.s0b0.bn.weight.detach() != 0).flatten()
+    layer = {x.name: x for x in extract_layers(spec)}["s1b0"]
+    assert len(kept) == layer.channels < model.features.s1b0.conv.in_channels
+    seen: list[torch.Tensor] = []
+    hook = model.features.s1b0.conv.register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].detach().clone()))
+    x = load_splits(TaskSpec()).val_x[:64]
+    with torch.no_grad(), InputDensityProbe(model, spec) as probe:
+        model(x)
+    hook.remove()
+    inner = seen[0]
+    assert int(torch.count_nonzero(inner[:, kept])) == int(torch.count_nonzero(inner))
+    expected = int(torch.count_nonzero(inner)) / inner[:, kept].numel()
+    assert probe.densities()["s1b0"] == pytest.approx(expected)
+    assert 0.0 < report.input_density["s1b0"] < 1.0
 
 
 def test_same_seed_same_result(trained_8bit: TrainingReport) -> None:

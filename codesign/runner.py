@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 from optuna.trial import TrialState
@@ -66,16 +66,23 @@ class RunSummary:
     seconds: float
 
 
+class CacheEntry(NamedTuple):
+    """A finished training the study can reuse (``TrainingCache``)."""
+
+    accuracy: float
+    weights: str | None  # path of the trained weights
+    input_density: dict[str, float]  # each layer's non-zero input fraction, measured
+
+
 @dataclass
 class _Pending:
     trial: optuna.Trial
     design: DesignPoint
     key: str
-    cached: float | None
+    hit: CacheEntry | None  # the training this trial reuses (None: it trains)
     attempt: int
     started: float
     warm_from: str | None = None  # training key (or "checkpoint") its weights started from
-    cached_density: dict[str, float] | None = None  # the cached training's input densities
 
 
 def _driver_id() -> str:
@@ -121,11 +128,10 @@ def requeue_stale(study: optuna.Study) -> int:
 
 
 class TrainingCache:
-    """The study is the cache: training key -> (validation accuracy, weights path, measured
-    input densities)."""
+    """The study is the cache: training key -> ``CacheEntry``."""
 
     def __init__(self, study: optuna.Study) -> None:
-        self._entries: dict[str, tuple[float, str | None, dict[str, float] | None]] = {}
+        self._entries: dict[str, CacheEntry] = {}
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             self.add(t.user_attrs)
 
@@ -137,10 +143,10 @@ class TrainingCache:
                 and attrs.get(A + "input_density")):
             acc = attrs.get(A + "accuracy")
             if acc is not None:
-                self._entries[attrs[A + "training_key"]] = (
-                    acc, attrs.get(A + "weights"), attrs.get(A + "input_density"))
+                self._entries[attrs[A + "training_key"]] = CacheEntry(
+                    acc, attrs.get(A + "weights"), attrs[A + "input_density"])
 
-    def get(self, key: str) -> tuple[float, str | None, dict[str, float] | None] | None:
+    def get(self, key: str) -> CacheEntry | None:
         return self._entries.get(key)
 
 
@@ -164,9 +170,9 @@ class WarmStarts:
         self._sources: list[tuple[Any, dict[str, tuple[int, ...]], float]] = []
         self._sources_at: list[tuple[str, str]] = []  # (training key, weights path) of each
         self._keys: set[str] = set()
-        self._checkpoint: bytes | None = None
+        self.checkpoint: bytes | None = None  # mode checkpoint: the file's bytes, read once
         if self.mode == "checkpoint":
-            self._checkpoint = _read_checkpoint(cfg.task.warm_start_checkpoint or "")
+            self.checkpoint = _read_checkpoint(cfg.task.warm_start_checkpoint or "")
         if self.mode == "closest":
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
                 self.add(t.user_attrs)
@@ -189,7 +195,7 @@ class WarmStarts:
     def pick(self, network: Any) -> tuple[bytes | None, str | None]:
         """(weights bytes, where they come from) for training ``network``, or (None, None)."""
         if self.mode == "checkpoint":
-            return self._checkpoint, "checkpoint"
+            return self.checkpoint, "checkpoint"
         if self.mode != "closest" or not self._sources:
             return None, None
         from evaluators.training.model import closest_source
@@ -343,7 +349,6 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
     t_start = time.perf_counter()
     requeued = requeue_stale(study)
     cache = TrainingCache(study)
-    warm = WarmStarts(study, cfg)
     space = cfg.space
     dists = space.distributions()
     threads = max(1, int(cfg.execution.cpus_per_trial))
@@ -352,6 +357,7 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if complete >= opts.n_trials:
         return RunSummary(complete, 0, requeued, 0, 0, 0.0)
+    warm = WarmStarts(study, cfg)
 
     init_ray(opts.ray_address)
     _check_resources(cfg, local=not opts.ray_address)
@@ -361,6 +367,7 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
         num_cpus=cfg.execution.cpus_per_trial, num_gpus=cfg.execution.gpus_per_trial,
         max_retries=0,
     )
+    checkpoint_ref = None if warm.checkpoint is None else ray.put(warm.checkpoint)
     pending: dict[Any, _Pending] = {}
     # A trial whose network is being trained right now by another trial waits for that
     # training instead of training the same network twice.
@@ -373,18 +380,23 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
     bar = _progress(opts, study.study_name, complete)
 
     def dispatch(p: _Pending) -> None:
-        init, p.warm_from = warm.pick(p.design.network) if p.cached is None else (None, None)
-        ref = remote.remote(p.design, task, cfg.budgets, cached_accuracy=p.cached,
-                            cached_input_density=p.cached_density, init_state=init)
+        init, p.warm_from = warm.pick(p.design.network) if p.hit is None else (None, None)
+        if init is not None and init is warm.checkpoint:  # the same bytes for every training:
+            init = checkpoint_ref  # into Ray's object store once, not copied per task
+        hit = p.hit
+        ref = remote.remote(p.design, task, cfg.budgets,
+                            cached_accuracy=hit.accuracy if hit else None,
+                            cached_input_density=hit.input_density if hit else None,
+                            init_state=init)
         pending[ref] = p
 
     def start(p: _Pending) -> None:
-        if p.cached is None and p.key in diverged and _within_budgets(p.design, cfg):
+        if p.hit is None and p.key in diverged and _within_budgets(p.design, cfg):
             # training this network failed deterministically before: do not train it again
             # (an over-budget design is still dispatched: it is priced, never trained)
             fail(p, f"not trained: the same network failed in {diverged[p.key]}")
             return
-        if p.cached is None:
+        if p.hit is None:
             if p.key in training_now:
                 deferred.setdefault(p.key, []).append(p)
                 return
@@ -393,12 +405,11 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
 
     def release(p: _Pending) -> None:
         """``p`` has its final outcome: start the trials that waited for its training."""
-        if p.cached is not None:
+        if p.hit is not None:
             return
         training_now.discard(p.key)
-        hit = cache.get(p.key)
         for q in deferred.pop(p.key, []):
-            q.cached, q.cached_density = (hit[0], hit[2]) if hit else (None, None)
+            q.hit = cache.get(p.key)
             start(q)
 
     def retry(p: _Pending) -> bool:
@@ -433,13 +444,11 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
                     trial = study.ask(dists)
                     design = space.decode(trial.params)
                     key = design.training_key(task)
-                    hit = cache.get(key)
                     trial.set_user_attr(A + "design", design.to_dict())
                     trial.set_user_attr(A + "training_key", key)
                     trial.set_user_attr(A + "driver", _driver_id())
-                    start(_Pending(trial, design, key, hit[0] if hit else None, 0,
-                                   time.perf_counter(),
-                                   cached_density=hit[2] if hit else None))
+                    start(_Pending(trial, design, key, cache.get(key), 0,
+                                   time.perf_counter()))
                 if not pending:
                     if failed > max_failures and complete < opts.n_trials:
                         raise RunAborted(
@@ -542,11 +551,10 @@ def _tell(
             if not path.exists():
                 _write_atomic(path, tr.state_dict)
             attrs["weights"] = str(path)
-    elif result.cached:
-        hit = cache.get(p.key)
-        attrs["weights"] = hit[1] if hit else None
-    if result.training is None and p.cached is not None:  # priced with the cached zeros
-        attrs["input_density"] = p.cached_density
+    elif p.hit is not None:  # priced with the cached training's zeros
+        if result.cached:
+            attrs["weights"] = p.hit.weights
+        attrs["input_density"] = p.hit.input_density
     for k, v in attrs.items():
         trial.set_user_attr(A + k, v)
     for name, value in result.constraints.items():

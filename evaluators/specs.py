@@ -403,6 +403,13 @@ class LayerCost:
         return d
 
 
+def resource_constraints(resources: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """``used / budget - 1`` of every budgeted resource of a ``HardwareModel.resources()``
+    dict (<= 0: fits); resources without a budget are left out."""
+    return {name: r["constraint"] for name, r in resources.items()
+            if r.get("constraint") is not None}
+
+
 @dataclass(frozen=True)
 class HardwareReport:
     """A network priced on an accelerator: per-layer costs, their total, area and power.
@@ -434,8 +441,7 @@ class HardwareReport:
 
     def resource_constraints(self) -> dict[str, float]:
         """``used / budget - 1`` of every budgeted resource (<= 0: fits); empty for a chip."""
-        return {name: r["constraint"] for name, r in (self.resources or {}).items()
-                if r.get("constraint") is not None}
+        return resource_constraints(self.resources or {})
 
     def to_dict(self) -> dict[str, Any]:
         """``layers``, ``total`` (with the network-level figures) and, for a programmable

@@ -150,6 +150,28 @@ def test_over_budget_spec_is_rejected_naming_the_resource() -> None:
     assert ok.resources()["dsp"]["used"] == 256
 
 
+def test_budgets_are_the_models_budget_problems() -> None:
+    """The model always prices; ``budget_problems()`` names the overshoot, which
+    ``make_model`` raises unless a search asks it not to."""
+    big = dataclasses.replace(SPEC, device="xczu3eg", unroll_c=32, unroll_k=32, unroll_px=1)
+    model = make_model(big, enforce_budgets=False)
+    assert model.budget_problems() == big.budget_problems()
+    assert model.budget_problems()[0].startswith("dsp_budget: the engine needs 512 DSP48E2")
+    assert model.resource_constraints()["dsp"] > 0
+    assert make_model(SPEC).budget_problems() == []
+    assert model.resources() == resource_use(big)  # a copy: changing it changes nothing
+    model.resources()["dsp"]["used"] = -1
+    assert model.resources()["dsp"]["used"] == 512
+
+
+def test_a_tile_that_does_not_fit_names_the_fpga_buffers() -> None:
+    tiny = dataclasses.replace(SPEC, ibuf_kib=0.05, wbuf_kib=0.05, obuf_kib=0.05)
+    with pytest.raises(InfeasibleDesign, match=(
+            r"needs 264 bytes, the fpga buffers hold 77 \(ibuf_kib \+ wbuf_kib \+ obuf_kib = "
+            r"0.15 KiB, half of it per tile \(double_buffered\)\)$")):
+        make_model(tiny).evaluate_layer(conv(256, 256, 28))
+
+
 # --------------------------------------------------------------------------- cycles
 
 

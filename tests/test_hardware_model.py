@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from evaluators.hardware import (
     load_accelerator_yaml,
     make_model,
     plan_tiling,
+    spec_from_dict,
     tables,
     validate_accelerator,
 )
@@ -752,6 +754,18 @@ def test_validate_accelerator_names_field_and_value(field: str, value: object) -
     assert repr(value) in problems[0]
     with pytest.raises(SpecError, match=field):
         evaluate_network([CONV2], acc)
+
+
+@pytest.mark.parametrize(("d", "message"), [
+    ({"template": "fpga"}, "device: missing; required for template fpga"),
+    ({"template": "gpu"}, "peak_tops_int8: missing; required for template gpu"),
+    ({"template": "eyeriss", "bogus": 1}, "bogus: unknown key; known eyeriss keys: pe_rows"),
+    ({"pe_rows": 8, "tn": 4}, "tn: unknown key; known systolic keys: template"),
+])
+def test_spec_from_dict_names_the_bad_key(d: dict, message: str) -> None:
+    """A design's stored accelerator dict is read back with a SpecError, never a TypeError."""
+    with pytest.raises(SpecError, match="^" + re.escape(message)):
+        spec_from_dict(d)
 
 
 def test_validate_accelerator_collects_all_problems() -> None:

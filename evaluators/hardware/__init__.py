@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from evaluators.hardware.base import HardwareModel, layer_problems
+from evaluators.hardware.base import HardwareModel, build_spec, layer_problems
 from evaluators.hardware.eyeriss import EyerissModel, EyerissSpec
 from evaluators.hardware.fpga import FpgaModel, FpgaSpec
 from evaluators.hardware.gpu import GpuRooflineModel, GpuSpec
@@ -73,19 +73,21 @@ def make_model(acc: AnySpec, *, enforce_budgets: bool = True) -> HardwareModel:
     """The template model for ``acc`` (validated): ``MODELS[acc.template]``.
 
     ``enforce_budgets=False``: an FPGA engine over its ``dsp_budget`` / ``bram_budget`` is
-    priced anyway and its ``resources()`` say by how much (a search's constraints); other
-    templates have no such budgets.
+    priced anyway and its ``resources()`` say by how much (a search's constraints); with
+    ``True`` the model's ``budget_problems()`` are raised. Other templates have no budgets.
 
     Raises:
-        SpecError: unknown template, a template given the other template's spec type, or any
-            invalid field (all problems in one message).
+        SpecError: unknown template, a template given the other template's spec type, any
+            invalid field (all problems in one message), or (``enforce_budgets``) a resource
+            budget exceeded.
     """
     cls = MODELS.get(acc.template)
     if cls is None:  # the spec type's own model rejects the template, with any other problem
         cls = next((m for m in MODELS.values() if isinstance(acc, m.spec_type)), SystolicModel)
-    if cls is FpgaModel:
-        return FpgaModel(acc, enforce_budgets=enforce_budgets)  # type: ignore[arg-type]
-    return cls(acc)  # type: ignore[arg-type]
+    model = cls(acc)  # type: ignore[arg-type]
+    if enforce_budgets and (problems := model.budget_problems()):
+        raise SpecError("; ".join(problems))
+    return model
 
 
 def spec_from_dict(d: dict[str, Any]) -> AnySpec:
@@ -93,16 +95,15 @@ def spec_from_dict(d: dict[str, Any]) -> AnySpec:
     ``to_dict()``; values are checked when a model is built, not here.
 
     Raises:
-        SpecError: an unknown template or keys the template does not have.
+        SpecError: an unknown template, keys the template does not have, or a required key
+            missing.
     """
     name = d.get("template", SystolicModel.template)
     t = TEMPLATE_FIELDS.get(name) if isinstance(name, str) else None
     if t is None:
         raise SpecError(f"template: must be one of {', '.join(TEMPLATE_FIELDS)}, got {name!r}")
-    unknown = sorted(set(d) - set(t.keys))
-    if unknown:
-        raise SpecError(f"{unknown[0]}: unknown key; known {name} keys: {', '.join(t.keys)}")
-    return t.spec(**d)  # type: ignore[no-any-return]
+    return build_spec(t.spec, d, template=name, keys=t.keys,  # type: ignore[no-any-return]
+                      required=t.required)
 
 
 def evaluate_network(

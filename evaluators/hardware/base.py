@@ -96,6 +96,31 @@ def layer_problems(layer: ConvLayer) -> list[str]:
     return problems
 
 
+def required_fields(cls: type) -> tuple[str, ...]:
+    """The fields of a spec dataclass that have no default (a file must give them)."""
+    return tuple(f.name for f in dataclasses.fields(cls)
+                 if f.default is dataclasses.MISSING
+                 and f.default_factory is dataclasses.MISSING)
+
+
+def build_spec(cls: type, d: dict[str, Any], *, template: str, keys: Sequence[str],
+               required: Sequence[str] = ()) -> Any:
+    """``cls(**d)`` for a template's spec, after checking the keys (values are checked when a
+    model is built, by the spec's rules).
+
+    Raises:
+        SpecError: a key the template does not have (the message lists the known ones), or a
+            required key missing.
+    """
+    unknown = [k for k in d if k not in keys]
+    if unknown:
+        raise SpecError(f"{unknown[0]}: unknown key; known {template} keys: {', '.join(keys)}")
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise SpecError(f"{missing[0]}: missing; required for template {template}")
+    return cls(**d)
+
+
 def check_layer(layer: ConvLayer) -> None:
     """Raise ``SpecError`` listing every problem of ``layer`` (see ``layer_problems``)."""
     problems = layer_problems(layer)
@@ -162,6 +187,12 @@ class HardwareModel(ABC):
         """Use of a programmable device's resources (JSON-able), or ``None`` for a chip whose
         size is its ``area_mm2`` (every template but ``fpga``)."""
         return None
+
+    def budget_problems(self) -> list[str]:
+        """``"<field>: ..."`` lines for the resource budgets the accelerator exceeds (pure).
+        ``make_model`` raises them unless a search asks it not to (then the budgets become
+        constraints, from ``resources()``). A chip has none."""
+        return []
 
     def evaluate_network(self, layers: Sequence[ConvLayer]) -> HardwareReport:
         """Price layers run one after another: costs add up, power = energy / latency."""

@@ -48,6 +48,7 @@ import numpy as np
 from evaluators.hardware import tables
 from evaluators.hardware.base import (
     HardwareModel,
+    build_spec,
     check_layer,
     field_problems,
     frozen,
@@ -65,7 +66,6 @@ from evaluators.specs import (
     HardwareReport,
     InfeasibleDesign,
     LayerCost,
-    SpecError,
 )
 
 EYERISS_TEMPLATE = "eyeriss"
@@ -114,7 +114,7 @@ NOC_REF_BITS = 16
 # Leakage and clock: no figure of the Eyeriss chip itself was found; ``EyerissModel`` uses the
 # generic Aladdin (logic, registers) and CACTI 7 (SRAM) figures of ``tables`` scaled to 65 nm
 # (see the docs): ``leakage_w`` and, for the register spads clocked every cycle,
-# ``clock_pj_per_cycle``.
+# ``AccessEnergies.clock_cycle``.
 
 # --------------------------------------------------------------------------- the spec
 
@@ -183,12 +183,8 @@ class EyerissSpec:
             SpecError: unknown keys (the message lists the known ones). Values are checked
                 by ``validate``, not here.
         """
-        unknown = [k for k in d if k not in EYERISS_KEYS]
-        if unknown:
-            raise SpecError(
-                f"{unknown[0]}: unknown key; known eyeriss keys: {', '.join(EYERISS_KEYS)}"
-            )
-        return cls(**d)
+        return build_spec(cls, d, template=EYERISS_TEMPLATE,  # type: ignore[no-any-return]
+                          keys=EYERISS_KEYS)
 
     def validate(self) -> list[str]:
         """Every problem of the spec, one line each: ``"<field>: <rule>, got <value>"``.
@@ -584,6 +580,8 @@ def plan_row_stationary(
 
 # --------------------------------------------------------------------------- the template
 
+_COST_FIELDS = ("mac_energy_pj", "rf_energy_pj", "dram_energy_pj")  # the plan's, in LayerCost
+
 
 class EyerissModel(HardwareModel):
     """An Eyeriss-like spatial array running the row-stationary dataflow.
@@ -592,8 +590,8 @@ class EyerissModel(HardwareModel):
     latency is ``max(compute cycles, DRAM bytes / bandwidth)``; energy is accesses x the 65 nm
     per-access energies of ``AccessEnergies`` (network hops and GLB SRAM are reported together
     as ``glb_energy_pj``; the split is in ``mapping``), with zero inputs gated by the layer's
-    ``input_density``, plus the register spads clocked every cycle (``clock_pj_per_cycle`` x
-    total cycles) and leakage x latency (``leakage_w``).
+    ``input_density``, plus the register spads clocked every cycle
+    (``energies.clock_cycle`` x total cycles) and leakage x latency (``leakage_w``).
     See docs/hardware/eyeriss.md.
 
     Same lifecycle and invariants as ``HardwareModel`` (immutable, picklable, pure);
@@ -608,9 +606,8 @@ class EyerissModel(HardwareModel):
         self.num_pes = acc.num_pes
         self.energies = AccessEnergies.of(acc)  # per access, for every layer's plan
         self._bytes_per_cycle = acc.dram_gbps * 1e9 / (acc.freq_mhz * 1e6)
-        # the ifmap and psum spads are registers, clocked every cycle (no clock gating)
-        self.register_bits = register_bits(acc)
-        self.clock_pj_per_cycle = self.energies.clock_cycle
+        self.register_bits = register_bits(acc)  # the register spads, clocked every cycle
+        self._clock_w = self.energies.clock_cycle * acc.freq_mhz * 1e-6  # pJ x MHz -> W
         self.leakage_w = self._leakage_w()
 
     def _leakage_w(self) -> float:
@@ -625,11 +622,6 @@ class EyerissModel(HardwareModel):
         glb = tables.sram_leakage_w(s.glb_kib * 1024.0, s.sram_device)
         regs = self.register_bits * tables.reg_leakage_w_per_bit()
         return (self.num_pes * per_pe + glb + regs) * tables.energy_scale(s.process_nm)
-
-    @property
-    def peak_macs_per_s(self) -> float:
-        """One MAC per PE per cycle."""
-        return self.num_pes * self.acc.freq_mhz * 1e6
 
     def area_mm2(self, *, weight_bits: int, input_bits: int) -> float:
         """PEs (multiplier, adder, scratchpads) plus the GLB, scaled from 45 nm to 65 nm.
@@ -673,16 +665,15 @@ class EyerissModel(HardwareModel):
         mapping = {
             "template": self.template,
             "dataflow": "rs",
-            **{k: v for k, v in plan.items() if not k.endswith("energy_pj")},
-            "noc_energy_pj": plan["noc_energy_pj"],
-            "glb_sram_energy_pj": plan["glb_sram_energy_pj"],
+            # the LayerCost fields are not repeated; the GLB/NoC split of glb_energy_pj is kept
+            **{k: v for k, v in plan.items() if k not in _COST_FIELDS},
             "ideal_cycles": -(-macs // pes),
             "avg_active_pes": macs / compute,
             "dram_cycles": dram_cycles,
             "bound": "memory" if dram_cycles > compute else "compute",
             "dram_compulsory_bytes": plan["dram_compulsory_words"] * bpw,
             "leakage_w": self.leakage_w,
-            "clock_w": self.clock_pj_per_cycle * s.freq_mhz * 1e-6,  # pJ x MHz -> W
+            "clock_w": self._clock_w,
             "register_bits": self.register_bits,
         }
         latency_ms = total / (s.freq_mhz * 1e3)
@@ -698,7 +689,7 @@ class EyerissModel(HardwareModel):
             glb_energy_pj=plan["glb_sram_energy_pj"] + plan["noc_energy_pj"],
             dram_energy_pj=plan["dram_energy_pj"],
             leakage_energy_pj=self.leakage_w * latency_ms * 1e9,  # W x ms -> pJ
-            clock_energy_pj=self.clock_pj_per_cycle * total,
+            clock_energy_pj=self.energies.clock_cycle * total,
             latency_ms=latency_ms,
             mapping=mapping,
         )

@@ -45,6 +45,7 @@ Sources (short names used below):
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -53,11 +54,13 @@ from typing import Any, NamedTuple
 from evaluators.hardware import tables
 from evaluators.hardware.base import (
     HardwareModel,
+    build_spec,
     check_layer,
     field_problems,
     is_int,
     is_real,
     layer_cost,
+    required_fields,
     type_name,
 )
 from evaluators.hardware.systolic import PSUM_BITS, plan_tiling
@@ -67,7 +70,7 @@ from evaluators.specs import (
     ConvLayer,
     InfeasibleDesign,
     LayerCost,
-    SpecError,
+    resource_constraints,
 )
 
 FPGA_TEMPLATE = "fpga"
@@ -202,13 +205,8 @@ class FpgaSpec:
         Raises:
             SpecError: unknown or missing keys.
         """
-        unknown = [k for k in d if k not in FPGA_KEYS]
-        if unknown:
-            raise SpecError(f"{unknown[0]}: unknown key; known fpga keys: {', '.join(FPGA_KEYS)}")
-        missing = [k for k in FPGA_REQUIRED_KEYS if k not in d]
-        if missing:
-            raise SpecError(f"{missing[0]}: missing; required for template {FPGA_TEMPLATE}")
-        return cls(**d)
+        return build_spec(cls, d, template=FPGA_TEMPLATE, keys=FPGA_KEYS,  # type: ignore[no-any-return]
+                          required=FPGA_REQUIRED_KEYS)
 
     def validate(self) -> list[str]:
         """Every problem of the spec, one line each: ``"<field>: <rule>, got <value>"``.
@@ -244,11 +242,7 @@ class FpgaSpec:
 
 FPGA_KEYS = tuple(f.name for f in dataclasses.fields(FpgaSpec))
 # keys an fpga accelerator file must give (the device and the engine's main figures)
-FPGA_REQUIRED_KEYS = tuple(
-    f.name
-    for f in dataclasses.fields(FpgaSpec)
-    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-)
+FPGA_REQUIRED_KEYS = required_fields(FpgaSpec)
 
 _INT_FIELDS = ("unroll_c", "unroll_k", "unroll_px")
 _BITS_FIELDS = ("weight_bits", "act_bits")
@@ -447,14 +441,13 @@ class FpgaModel(HardwareModel):
     Same lifecycle and invariants as ``HardwareModel`` (immutable, picklable, pure);
     ``evaluate_network`` is the base class's.
 
-    ``enforce_budgets=False`` (what a search uses) prices an engine over its DSP / BRAM
-    budget, even over the whole device, and leaves the verdict to ``resource_constraints()``
-    (in ``HardwareReport.resources``), which the study turns into Optuna constraints.
+    The model prices an engine over its DSP / BRAM budget, even over the whole device;
+    ``budget_problems()`` names the overshoot, which ``make_model`` raises unless a search
+    asks it not to (``enforce_budgets=False``): then ``resource_constraints()`` (in
+    ``HardwareReport.resources``) become the study's Optuna constraints.
 
     Raises:
-        SpecError: from ``__init__``: invalid fields, or (``enforce_budgets``) a resource use
-            over the budget (``dsp_budget`` / ``bram_budget`` lines naming the resource and
-            the numbers).
+        SpecError: from ``__init__``: invalid fields.
     """
 
     template = FPGA_TEMPLATE
@@ -462,19 +455,20 @@ class FpgaModel(HardwareModel):
 
     @staticmethod
     def spec_problems(acc: FpgaSpec) -> list[str]:
-        """The field rules; the budgets are checked by ``__init__`` (``enforce_budgets``)."""
+        """The field rules; the budgets are ``budget_problems()``."""
         return field_problems(acc, check_field)
 
-    def __init__(self, acc: FpgaSpec, *, enforce_budgets: bool = True) -> None:
+    def __init__(self, acc: FpgaSpec) -> None:
         super().__init__(acc)
         self._resources = resource_use(acc)
-        if enforce_budgets and (problems := acc.budget_problems(self._resources)):
-            raise SpecError("; ".join(problems))
         self.num_pes = acc.lanes
         self._f_hz = acc.freq_mhz * 1e6
         self._bytes_per_cycle = acc.dram_gbps * 1e9 / self._f_hz
         pool = acc.ibuf_kib + acc.wbuf_kib + acc.obuf_kib
         self._tile_kib = pool / 2 if acc.double_buffered else pool
+        self._buffer = ("the fpga buffers hold", f"ibuf_kib + wbuf_kib + obuf_kib = {pool:g} KiB"
+                        + (", half of it per tile (double_buffered)" if acc.double_buffered
+                           else ""))  # how plan_tiling's InfeasibleDesign names them
         # the tiling mapper's view of the engine: a WS array of unroll_c rows x unroll_k
         # columns (tiles hold whole lane folds) with one buffer of the pooled tile capacity
         self._tiler = AcceleratorSpec(
@@ -492,11 +486,15 @@ class FpgaModel(HardwareModel):
 
     def resources(self) -> dict[str, dict[str, Any]]:
         """The engine's resource use against the device (``resource_use``; a new copy)."""
-        return resource_use(self.acc)
+        return copy.deepcopy(self._resources)
+
+    def budget_problems(self) -> list[str]:
+        """``dsp_budget`` / ``bram_budget`` lines where the engine needs more than allowed."""
+        return self.acc.budget_problems(self._resources)
 
     def resource_constraints(self) -> dict[str, float]:
         """``used / budget_count - 1`` per budgeted resource (<= 0: fits)."""
-        return {k: self._resources[k]["constraint"] for k in ("dsp", "bram36")}
+        return resource_constraints(self._resources)
 
     @property
     def peak_ops_per_s(self) -> float:
@@ -545,17 +543,7 @@ class FpgaModel(HardwareModel):
         # DRAM: the tiling mapper at the engine's storage widths (dense weights).
         stored = dataclasses.replace(layer, weight_bits=s.weight_bits, input_bits=s.act_bits,
                                      output_bits=s.act_bits)
-        try:
-            tiling = plan_tiling(stored, self._tiler)
-        except InfeasibleDesign as e:
-            raise InfeasibleDesign(
-                str(e).replace(
-                    f"glb_kib={self._tiler.glb_kib}",
-                    f"ibuf_kib + wbuf_kib + obuf_kib = "
-                    f"{s.ibuf_kib + s.wbuf_kib + s.obuf_kib:g} KiB"
-                    + (", half of it per tile (double_buffered)" if s.double_buffered else ""),
-                ).replace("glb holds", "the fpga buffers hold")
-            ) from None
+        tiling = plan_tiling(stored, self._tiler, self._buffer)
         dram_read = math.ceil(tiling.read_bytes)
         dram_write = math.ceil(tiling.write_bytes)
         dram_bytes = dram_read + dram_write

@@ -16,10 +16,12 @@ from typing import Any
 
 from evaluators.hardware.base import (
     HardwareModel,
+    build_spec,
     check_layer,
     field_problems,
     is_real,
     layer_cost,
+    required_fields,
     type_name,
 )
 from evaluators.specs import ConvLayer, LayerCost, SpecError
@@ -79,7 +81,13 @@ class GpuSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GpuSpec:
-        return cls(**d)
+        """Build a spec from a mapping (values are checked by ``validate``).
+
+        Raises:
+            SpecError: unknown or missing keys.
+        """
+        return build_spec(cls, d, template=GPU_TEMPLATE, keys=GPU_KEYS,  # type: ignore[no-any-return]
+                          required=GPU_REQUIRED_KEYS)
 
     def validate(self) -> list[str]:
         """Every problem of the spec, one line each: ``"<field>: <rule>, got <value>"``.
@@ -139,11 +147,7 @@ _RULES = {
 
 GPU_KEYS = tuple(f.name for f in dataclasses.fields(GpuSpec))
 # keys a gpu accelerator file must give (every hardware figure; no silent defaults)
-GPU_REQUIRED_KEYS = tuple(
-    f.name
-    for f in dataclasses.fields(GpuSpec)
-    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-)
+GPU_REQUIRED_KEYS = required_fields(GpuSpec)
 
 
 def check_field(name: str, v: Any) -> tuple[Any, str | None]:

@@ -296,7 +296,8 @@ def _order_traffic(
     ]
 
 
-def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
+def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec,
+                buffer: tuple[str, str] | None = None) -> Tiling:
     """Choose the GLB tile and DRAM loop order with the least DRAM traffic that fits the GLB.
 
     Candidates: ``kt`` output channels, ``ct`` input channels (both sized so the array's
@@ -318,6 +319,10 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
     held (holding them never moves more). This frees the GLB for the psums of more output
     channels or a larger input tile (ZigZag's "uneven" mappings give the weights their own,
     lower GLB boundary the same way; docs/hardware/zigzag.md).
+
+    ``buffer``: how the message of ``InfeasibleDesign`` names the buffer, ``(what holds,
+    the setting that sizes it)``; default ``("glb holds", "glb_kib=<glb_kib>")`` (another
+    template that tiles with this mapper names its own buffers).
 
     Raises:
         InfeasibleDesign: when not even the smallest tile fits the buffer.
@@ -359,10 +364,11 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec) -> Tiling:
             f"{' (streamed)' if w_stream[i] < w_tile[i] else ''} + 32-bit outputs "
             f"{kt[i] * ps * px[j, m]:.0f} B"
         )
+        holds, setting = buffer or ("glb holds", f"glb_kib={acc.glb_kib}")
         raise InfeasibleDesign(
             f"layer {layer.name!r}: the smallest tile (kt={kt[i]}, ct={ct[i]}, et={et[j]}, "
-            f"ft={ft[m]}: {parts}) needs {small[i, j, m]:.0f} bytes, glb holds "
-            f"{glb_bytes:.0f} (glb_kib={acc.glb_kib})"
+            f"ft={ft[m]}: {parts}) needs {small[i, j, m]:.0f} bytes, {holds} "
+            f"{glb_bytes:.0f} ({setting})"
         )
 
     w_once = weight_dram_bytes(layer, acc)
@@ -494,6 +500,11 @@ class SystolicModel(HardwareModel):
         # every PE's register file is clocked every cycle, busy or idle (no clock gating)
         self.register_bits = self.num_pes * acc.rf_bytes * 8
         self.clock_pj_per_cycle = self.register_bits * tables.reg_clock_pj_per_bit() * self._node
+        self._clock_w = self.clock_pj_per_cycle * acc.freq_mhz * 1e-6  # pJ x MHz -> W
+        # what leaks whatever the layer: the register files and the GLB
+        self._static_leak_w = (
+            self.register_bits * tables.reg_leakage_w_per_bit() * self._node + self._glb_leak_w
+        )
         flows = DATAFLOWS if acc.dataflow == "auto" else (acc.dataflow,)
         self._specs = {df: dataclasses.replace(acc, dataflow=df) for df in flows}
 
@@ -516,8 +527,7 @@ class SystolicModel(HardwareModel):
         """Static power: every PE's multiplier, accumulator and register file (Aladdin) plus
         the GLB (CACTI)."""
         pe = tables.pe_leakage_w(*self._pe_bits(weight_bits, input_bits)) * self._node
-        regs = self.register_bits * tables.reg_leakage_w_per_bit() * self._node
-        return self.num_pes * pe + regs + self._glb_leak_w
+        return self.num_pes * pe + self._static_leak_w
 
     def area_mm2(self, *, weight_bits: int, input_bits: int) -> float:
         """PEs (multiplier + 32-bit accumulator adder + register file) plus the GLB SRAM."""
@@ -691,7 +701,7 @@ class SystolicModel(HardwareModel):
                 "bound": bound,
                 "leakage_w": leak_w,
                 "input_gating_saved_pj": input_gated_pj * macs * self._node,
-                "clock_w": self.clock_pj_per_cycle * acc.freq_mhz * 1e-6,  # pJ x MHz -> W
+                "clock_w": self._clock_w,
                 "register_bits": self.register_bits,
                 **tiling.mapping(),
             },

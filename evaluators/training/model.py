@@ -697,12 +697,17 @@ def workload_modules(model: nn.Module, spec: NetworkSpec
                         f"{len(layers)} layers")
     for layer, m in zip(layers, mods):
         kernel = m.kernel_size[0] if isinstance(m, QConv2d) else 1
-        width = m.in_channels if isinstance(m, QConv2d) else m.in_features
+        width = _in_width(m)
         if kernel != layer.filter_h or width < layer.channels:
             raise SpecError(f"layer {layer.name!r} ({layer.filter_h}x{layer.filter_h}, "
                             f"{layer.channels} channels) does not match its module ({kernel}x"
                             f"{kernel}, {width} channels)")
     return list(zip(layers, mods))
+
+
+def _in_width(m: QConv2d | QLinear) -> int:
+    """Input channels (features) a conv (linear) module reads."""
+    return m.in_channels if isinstance(m, QConv2d) else m.in_features
 
 
 class InputDensityProbe:
@@ -719,21 +724,20 @@ class InputDensityProbe:
 
     def __init__(self, model: nn.Module, spec: NetworkSpec) -> None:
         self._pairs = workload_modules(model, spec)
-        self._nonzero = [0] * len(self._pairs)
+        self._nonzero: list[Any] = [0] * len(self._pairs)  # device tensors once counted
         self._total = [0.0] * len(self._pairs)
         self._handles: list[Any] = []
 
     def __enter__(self) -> InputDensityProbe:
         for i, (layer, m) in enumerate(self._pairs):
-            width = m.in_channels if isinstance(m, QConv2d) else m.in_features
             self._handles.append(m.register_forward_pre_hook(
-                self._hook(i, layer.channels / width)))
+                self._hook(i, layer.channels / _in_width(m))))
         return self
 
     def _hook(self, i: int, kept: float) -> Any:
         def count(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             x = args[0]
-            self._nonzero[i] += int(torch.count_nonzero(x))
+            self._nonzero[i] += torch.count_nonzero(x)  # on x's device: no sync per batch
             self._total[i] += x.numel() * kept
         return count
 
@@ -747,7 +751,7 @@ class InputDensityProbe:
         zero gets one non-zero value's worth); empty if the model never ran."""
         if not all(self._total):
             return {}
-        return {layer.name: min(1.0, max(nz, 1) / total)
+        return {layer.name: min(1.0, max(int(nz), 1) / total)
                 for (layer, _), nz, total in zip(self._pairs, self._nonzero, self._total)}
 
 

@@ -142,23 +142,22 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(head))
     for c in report.layers:
         mp = c.mapping
-        chip_uj = (c.energy_pj - c.dram_energy_pj) * 1e-6
         desc = (f"e={mp['set_cols']} r={mp['sets_c']} t={mp['sets_k']} p={mp['p']} "
                 f"q={mp['q']} kb={mp['k_blocks']} cb={mp['c_blocks']} n={mp['tile_images']} "
                 f"rows={mp['tile_rows']} tiles={mp['spatial_tiles']} "
                 f"{'res' if mp['ifmap_resident'] else 'str'}")
         print(f"{c.name:<9} {c.macs / 1e6:7.1f} {mp['avg_active_pes']:7.1f} "
               f"{c.mapping_utilization:8.3f} {c.utilization:5.3f} {c.latency_ms:7.2f} "
-              f"{c.energy_pj * 1e-6:8.1f} {chip_uj / c.latency_ms:7.1f} "
+              f"{c.energy_pj * 1e-6:8.1f} {chip_power_w(c) * 1e3:7.1f} "
               f"{c.energy_pj / c.macs:6.2f} "
               f"{(c.dram_read_bytes + c.dram_write_bytes) / 1024:8.0f} {mp['bound']:>7}  {desc}")
 
     print("\nper network layer (groups summed):")
     print(f"{'layer':<7} {'MMACs':>7} {'act.PEs':>7} {'ms':>7} {'chip mW':>7} {'DRAM MB':>8}")
-    for name, c in _merge(report.layers):
-        chip_uj = (c.energy_pj - c.dram_energy_pj) * 1e-6
+    merged = dict(_merge(report.layers))
+    for name, c in merged.items():
         print(f"{name:<7} {c.macs / 1e6:7.1f} {c.macs / c.compute_cycles:7.1f} "
-              f"{c.latency_ms:7.2f} {chip_uj / c.latency_ms:7.1f} "
+              f"{c.latency_ms:7.2f} {chip_power_w(c) * 1e3:7.1f} "
               f"{(c.dram_read_bytes + c.dram_write_bytes) / 1e6:8.2f}")
 
     t = report.total
@@ -200,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch != ANCHOR_BATCH:
         print(f"  (the anchor was measured at batch {ANCHOR_BATCH}; this run used {args.batch})")
     else:
-        per_layer_vs_table_v(report, gated=not args.dense)
+        per_layer_vs_table_v(merged, gated=not args.dense)
 
     print(f"\nmodel speed: {cold_ms:.2f} ms per network on the first call (cold shape caches), "
           f"{warm_ms:.2f} ms warm (mean of {args.repeat}); {len(layers)} layer rows, "
@@ -208,10 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def per_layer_vs_table_v(report, gated: bool) -> None:  # noqa: ANN001 - a HardwareReport
-    """Per layer against Table V, and both the chip's and the model's power split into a part
-    that follows the non-zero input activations (data gating) and a part that does not."""
-    merged = dict(_merge(report.layers))
+def per_layer_vs_table_v(merged: dict[str, LayerCost], gated: bool) -> None:
+    """Per layer (``merged``: network layer -> its rows' summed cost) against Table V, and
+    both the chip's and the model's power split into a part that follows the non-zero input
+    activations (data gating) and a part that does not."""
     how = "data gating at Table V's zeros" if gated else "dense inputs, no data gating"
     print(f"\nper layer against Table V (JSSC 2017; model: {how}):")
     print(f"{'layer':<6} {'zeros':>6} {'chip ms':>7} {'model':>6} {'ratio':>5}   "
@@ -219,7 +218,7 @@ def per_layer_vs_table_v(report, gated: bool) -> None:  # noqa: ANN001 - a Hardw
     model_mw, static_mw = [], []
     for name, (mw, ms, pes, zeros) in TABLE_V.items():
         c = merged[name]
-        model_mw.append((c.energy_pj - c.dram_energy_pj) * 1e-6 / c.latency_ms)
+        model_mw.append(chip_power_w(c) * 1e3)
         static_mw.append((c.leakage_energy_pj + c.clock_energy_pj) * 1e-6 / c.latency_ms)
         print(f"{name:<6} {zeros:6.1%} {ms:7.1f} {c.latency_ms:6.2f} {c.latency_ms / ms:5.2f}   "
               f"{mw:7.0f} {model_mw[-1]:6.1f} {model_mw[-1] / mw:5.2f}   {pes:7d} "

@@ -37,6 +37,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from evaluators.hardware import evaluate_layer, make_model  # noqa: E402
+from evaluators.hardware.io import scalesim_layer  # noqa: E402
 from evaluators.specs import AcceleratorSpec, ConvLayer  # noqa: E402
 
 # SCALE-Sim topology rows: name, ifmap h, ifmap w, filter h, filter w, channels, num filters,
@@ -187,21 +188,7 @@ HEADER = (
 
 def to_layer(row: tuple) -> ConvLayer:
     """A SCALE-Sim topology row as our ConvLayer; a DP row becomes a depthwise grouped conv."""
-    name, h, w, r, s, c, k, stride = row
-    groups = 1
-    if "DP" in name:
-        groups, k = c, c * k
-    return ConvLayer(
-        name=name,
-        ifmap_h=h,
-        ifmap_w=w,
-        filter_h=r,
-        filter_w=s,
-        channels=c,
-        num_filters=k,
-        stride=stride,
-        groups=groups,
-    )
+    return scalesim_layer(*row)
 
 
 def run_scalesim(rows: list[tuple]) -> tuple[float, list[int]]:

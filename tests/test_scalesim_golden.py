@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from evaluators.hardware import evaluate_layer
+from evaluators.hardware.io import scalesim_layer
 from evaluators.specs import AcceleratorSpec, ConvLayer
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "scalesim_golden.json"
@@ -49,23 +50,9 @@ def _layer(case: dict[str, Any], *, scalesim_ofmap: bool = False) -> ConvLayer:
     if scalesim_ofmap:
         eh, ew = case["scalesim_ofmap_hw"]
         h, w = (eh - 1) * stride + r, (ew - 1) * stride + s_
-    groups = 1
-    if "DP" in name:
-        groups, k = c, c * k
-    return ConvLayer(
-        name=name,
-        ifmap_h=h,
-        ifmap_w=w,
-        filter_h=r,
-        filter_w=s_,
-        channels=c,
-        num_filters=k,
-        stride=stride,
-        weight_bits=8,  # SCALE-Sim uses one-byte words
-        input_bits=8,
-        output_bits=8,
-        groups=groups,
-    )
+    layer = scalesim_layer(name, h, w, r, s_, c, k, stride)
+    assert (layer.weight_bits, layer.input_bits, layer.output_bits) == (8, 8, 8)  # one-byte words
+    return layer
 
 
 def _acc(case: dict[str, Any]) -> AcceleratorSpec:

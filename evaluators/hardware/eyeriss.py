@@ -695,12 +695,14 @@ class EyerissModel(HardwareModel):
         )
 
 
-def chip_power_w(report: HardwareReport) -> float:
-    """Average power of the accelerator chip alone (DRAM energy left out), W.
+def chip_power_w(report: HardwareReport | LayerCost) -> float:
+    """Average power of the accelerator chip alone (DRAM energy left out), W, of a network
+    (its total) or of one layer's cost.
 
     The figure a chip measurement such as Eyeriss's 278 mW compares with;
     ``report.power_w`` includes the DRAM.
     """
-    seconds = report.total.latency_ms * 1e-3
-    chip_pj = report.total.energy_pj - report.total.dram_energy_pj
+    cost = report.total if isinstance(report, HardwareReport) else report
+    seconds = cost.latency_ms * 1e-3
+    chip_pj = cost.energy_pj - cost.dram_energy_pj
     return chip_pj * 1e-12 / seconds if seconds > 0 else 0.0

@@ -72,6 +72,20 @@ def _density_columns(path: str, line: int, header: list[str]) -> dict[int, str]:
     return found
 
 
+def scalesim_layer(name: str, ifmap_h: int, ifmap_w: int, filter_h: int, filter_w: int,
+                   channels: int, num_filters: int, stride: int, **extra: Any) -> ConvLayer:
+    """One SCALE-Sim topology row as a ``ConvLayer`` (8-bit operands, no padding, batch 1).
+
+    SCALE-Sim's convention: a row whose name contains ``DP`` is depthwise, ``num_filters``
+    filters per channel; it becomes a grouped conv with ``groups = channels``. ``extra``:
+    further ``ConvLayer`` fields (the CSV's density columns).
+    """
+    groups = channels if "DP" in name else 1
+    return ConvLayer(name=name, ifmap_h=ifmap_h, ifmap_w=ifmap_w, filter_h=filter_h,
+                     filter_w=filter_w, channels=channels, num_filters=num_filters * groups,
+                     stride=stride, groups=groups, **extra)
+
+
 def _read_text(path: str | os.PathLike[str]) -> str:
     try:
         with open(path, encoding="utf-8", newline="") as f:
@@ -150,9 +164,6 @@ def read_layers_csv(path: str | os.PathLike[str]) -> list[ConvLayer]:
             raise InputError(
                 p, f"row {line}: {names[4]}", f"filter width {fw} exceeds ifmap width {iw}"
             )
-        # SCALE-Sim's convention: a layer whose name contains "DP" is depthwise, "Num Filter"
-        # filters per channel; it is a grouped conv with groups = channels.
-        groups = ch if "DP" in name else 1
         extra: dict[str, float] = {}
         for i, fname in densities.items():
             raw = cells[i] if i < len(cells) else ""
@@ -162,20 +173,7 @@ def read_layers_csv(path: str | os.PathLike[str]) -> list[ConvLayer]:
                 raise InputError(p, f"row {line}: {header[i]}",
                                  f"must be a number in (0, 1], {got}")
             extra[fname] = d
-        layers.append(
-            ConvLayer(
-                name=name,
-                ifmap_h=ih,
-                ifmap_w=iw,
-                filter_h=fh,
-                filter_w=fw,
-                channels=ch,
-                num_filters=nf * groups,
-                stride=stride,
-                groups=groups,
-                **extra,
-            )
-        )
+        layers.append(scalesim_layer(name, ih, iw, fh, fw, ch, nf, stride, **extra))
     if not layers:
         raise InputError(p, "file", "no layers after the header row")
     return layers

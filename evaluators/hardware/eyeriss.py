@@ -371,6 +371,27 @@ def _channel_splits(cp: int, a: int, q_max: int) -> tuple[np.ndarray, np.ndarray
 _RESIDENT = frozen(np.array([False, True]))[0]  # the tile's ifmap streamed / kept in the GLB
 
 
+@lru_cache(maxsize=1024)
+def _grid(big_e: int, cols: int, cp: int, a: int, q_max: int, n_img: int, kp: int,
+          g: int) -> tuple[np.ndarray, ...]:
+    """The mapper's candidate grid, flat: (e, m) x (r, q) x n x resident. Returns the
+    per-candidate strip width ``e``, strips, tile rows, ``r``, ``q``, images per tile,
+    resident flag, and the filter sets ``t`` and parallel groups ``gs`` that fill the array
+    (``a`` sets fit vertically). Read-only; a function of the layer shape and the array."""
+    e, ns, _, tr = _strips(big_e, cols)
+    r, q = _channel_splits(cp, a, q_max)
+    n = _counts(n_img)
+    shape = (len(e), len(r), len(n), len(_RESIDENT))
+    ix = np.indices(shape).reshape(len(shape), -1)
+    e_, ns_, tr_ = e[ix[0]], ns[ix[0]], tr[ix[0]]
+    r_, q_, n_, res_ = r[ix[1]], q[ix[1]], n[ix[2]], _RESIDENT[ix[3]]
+    b = cols // e_  # PE sets side by side
+    stacks = b * (a // r_)  # columns of r stacked sets
+    t = np.minimum(kp, stacks)
+    gs = np.minimum(g, stacks // t)  # t <= stacks: at least 1
+    return frozen(e_, ns_, tr_, r_, q_, n_, res_, t, gs)
+
+
 def _argmin_lex(first: np.ndarray, second: np.ndarray, third: np.ndarray) -> int:
     """Index of the least ``(first, second, third)``; the lowest index among exact ties."""
     tied = np.flatnonzero(first <= first.min())
@@ -425,19 +446,7 @@ def plan_row_stationary(
     h_last = big_r - (rf - 1) * h
     a = rows // h  # PE sets stacked vertically
 
-    # ---- candidate grid: (e, m) x (r, q) x n x resident
-    e, ns, _, tr = _strips(big_e, cols)
-    r, q = _channel_splits(cp, a, q_max)
-    n = _counts(n_img)
-    shape = (len(e), len(r), len(n), len(_RESIDENT))
-    ix = np.indices(shape).reshape(len(shape), -1)
-    e_, ns_, tr_ = e[ix[0]], ns[ix[0]], tr[ix[0]]
-    r_, q_, n_, res_ = r[ix[1]], q[ix[1]], n[ix[2]], _RESIDENT[ix[3]]
-
-    b = cols // e_  # PE sets side by side
-    stacks = b * (a // r_)  # columns of r stacked sets
-    t = np.minimum(kp, stacks)
-    gs = np.minimum(g, stacks // t)  # t <= stacks: at least 1
+    e_, ns_, tr_, r_, q_, n_, res_, t, gs = _grid(big_e, cols, cp, a, q_max, n_img, kp, g)
 
     rows_max, rows_sum = _lines(big_e, layer.ifmap_h, big_r, u, pad)
     cols_real = int(_lines(big_f, layer.ifmap_w, big_s, u, pad)[0][-1])

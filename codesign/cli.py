@@ -23,7 +23,9 @@ examples:
   codesign inspect quickstart --json
   codesign export quickstart --out exports/quickstart
   codesign plot quickstart --out runs/quickstart.png
-  codesign resume quickstart --n-trials 40            # continue to 40 finished trials
+  codesign resume quickstart --n-trials 80            # continue to 80 finished designs
+  codesign params experiments/quickstart.yaml --json > p.json
+  codesign evaluate experiments/quickstart.yaml --params p.json
   codesign hw --accelerator experiments/accelerators/edge_systolic.yaml \\
               --layers experiments/layers/resnet18_conv2.csv
 """
@@ -53,30 +55,56 @@ def _open_named(name: str, storage: str | None) -> tuple[Any, Any, str]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from codesign.config import load
+    from codesign.urls import display_url
 
     cfg = load(args.experiment)
     n = len(cfg.space.distributions())
     print(f"ok: {args.experiment}: study {cfg.study.name!r}, {cfg.study.n_trials} trials, "
           f"objectives {list(cfg.objectives)}, {n} searched parameters, sampler "
-          f"{cfg.sampler.name}, storage {cfg.study.storage}")
+          f"{cfg.sampler.name}, storage {display_url(cfg.study.storage)}")
     return 0
 
 
 def _run(cfg: Any, study: Any, url: str, args: argparse.Namespace) -> int:
+    """Run (or continue) ``study`` and print what the session did and the Pareto table."""
+    from codesign.dashboard import mark_pareto
     from codesign.report import pareto_table
     from codesign.runner import RunOptions, run_study
+    from codesign.samplers import make, session_seed
+    from codesign.study import artifacts_dir, command_hint
+    from codesign.urls import display_url
 
+    study.sampler = make(cfg.sampler, seed=session_seed(cfg.study.seed, len(study.trials)))
     opts = RunOptions(
         n_trials=cfg.study.n_trials if args.n_trials is None else args.n_trials,
         workers=cfg.execution.workers if args.workers is None else args.workers,
+        artifacts=artifacts_dir(study, cfg, url),
+        storage_url=url,
         ray_address=args.ray_address or cfg.execution.ray_address,
         progress=not args.no_progress,
     )
-    summary = run_study(study, cfg, opts)
-    print(f"study {study.study_name!r} in {url}: {summary.complete} finished trials "
-          f"({summary.trained_now} trained, {summary.cache_hits_now} from the training cache, "
-          f"{summary.failed_now} failed, {summary.requeued} re-queued) in "
-          f"{summary.seconds:.1f} s")
+    name = study.study_name
+    try:
+        summary = run_study(study, cfg, opts)
+    finally:
+        mark_pareto(study, cfg)  # what optuna-dashboard shows as the feasible front
+    if summary.nothing_to_do:
+        print(f"study {name!r} in {display_url(url)} already has {summary.complete} finished "
+              f"designs (target {opts.n_trials}): nothing to do; `"
+              f"{command_hint('resume', name, url, '--n-trials', str(opts.n_trials + 20))}` "
+              "goes further")
+        print(pareto_table(study, cfg))
+        return 0
+    parts = [f"{summary.trained_now} trained", f"{summary.cache_hits_now} from the training "
+             "cache", f"{summary.over_budget_now} over budget (priced, not trained)"]
+    print(f"study {name!r} in {display_url(url)}: {summary.complete} finished designs "
+          f"({', '.join(parts)} this session; {summary.repeats_now} repeated proposals "
+          f"recorded as repeats, {summary.failed_now} failed, {summary.requeued} re-queued) "
+          f"in {summary.seconds:.1f} s; weights in {opts.artifacts}")
+    if summary.exhausted:
+        print(f"warning: stopped at {summary.complete} of {opts.n_trials} designs: the sampler "
+              "proposed only designs already evaluated (the space may hold no more)",
+              file=sys.stderr)
     print(pareto_table(study, cfg))
     return 0
 
@@ -88,14 +116,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load(args.experiment)
     if args.resume:
-        return _resume(cfg.study.name, args.storage or cfg.study.storage, args)
+        return _resume_from_file(cfg, args)
     url = args.storage or cfg.study.storage
-    sampler = make(cfg.sampler, seed=cfg.study.seed)  # before any file is created
+    make(cfg.sampler, seed=cfg.study.seed)  # its options are checked before any file is made
     from codesign.runner import precheck
 
     precheck(cfg, local=not (args.ray_address or cfg.execution.ray_address))
     storage = open_storage(url, create_dirs=is_default_location(url))
-    study, created = create_or_load(cfg, storage, sampler=sampler)
+    study, created = create_or_load(cfg, storage, url, sampler=None)
     if not created:
         print(f"study {cfg.study.name!r} exists with the same experiment: continuing it",
               file=sys.stderr)
@@ -107,33 +135,49 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if target.endswith((".yaml", ".yml")):
         from codesign.config import load
 
-        file_cfg = load(target)
-        return _resume(file_cfg.study.name, args.storage or file_cfg.study.storage, args)
-    return _resume(target, _storage_for(target, args.storage), args)
+        return _resume_from_file(load(target), args)
+    study, cfg, url = _open_named(target, args.storage)
+    return _continue(cfg, study, url, args)
 
 
-def _resume(name: str, url: str, args: argparse.Namespace) -> int:
-    """Continue the stored study ``name``, exactly as its stored experiment says."""
-    from codesign.samplers import make
+def _resume_from_file(file_cfg: Any, args: argparse.Namespace) -> int:
+    """Continue the stored study of an experiment file. The file must describe the same
+    experiment (execution settings and ``n_trials`` may differ, and are the file's);
+    otherwise the keys that differ are named and nothing runs."""
+    from codesign.study import create_or_load, open_storage, study_exists
 
-    study, cfg, url = _open_named(name, url)
-    study.sampler = make(cfg.sampler, seed=cfg.study.seed)
+    url = args.storage or file_cfg.study.storage
+    storage = open_storage(url, must_exist=True)
+    name = file_cfg.study.name
+    if not study_exists(storage, name):
+        _open_named(name, url)  # raises: no study of that name, with the ones there
+    study, _ = create_or_load(file_cfg, storage, url, sampler=None)  # raises if it differs
+    return _continue(file_cfg, study, url, args)
+
+
+def _continue(cfg: Any, study: Any, url: str, args: argparse.Namespace) -> int:
+    from codesign.runner import precheck
+
+    precheck(cfg, local=not (args.ray_address or cfg.execution.ray_address))
     return _run(cfg, study, url, args)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from codesign.urls import display_url
+
     if args.name is None:
+        from codesign.optuna_adapter import trial_count
         from codesign.study import open_storage
 
         if not args.storage:
             raise UsageError("inspect: give a study NAME or --storage URL to list its studies")
         storage = open_storage(args.storage, must_exist=True)
-        rows = [{"study": s.study_name,
-                 "trials": len(storage.get_all_trials(s._study_id, deepcopy=False)),
+        rows = [{"study": s.study_name, "trials": trial_count(storage, s),
                  "directions": [d.name.lower() for d in s.directions]}
                 for s in storage.get_all_studies()]
         if args.json:
-            print(json.dumps({"storage": args.storage, "studies": rows}, indent=2))
+            print(json.dumps({"storage": display_url(args.storage), "studies": rows},
+                             indent=2))
         else:
             for r in rows:
                 print(f"{r['study']}: {r['trials']} trials, {', '.join(r['directions'])}")
@@ -146,8 +190,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2, default=str))
         return 0
     states = ", ".join(f"{v} {k}" for k, v in doc["trials_by_state"].items() if v)
-    print(f"study {doc['study']} ({url}): {states or 'no trials'}; target "
-          f"{doc['n_trials_target']} finished")
+    print(f"study {doc['study']} ({doc['storage']}): {states or 'no trials'}; "
+          f"{doc['distinct_complete']} distinct finished designs, target "
+          f"{doc['n_trials_target']}")
     pairs = zip(doc["objectives"], doc["directions"])
     print("objectives: " + ", ".join(f"{o} ({d})" for o, d in pairs))
     if doc["constraints"]:
@@ -160,26 +205,54 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     c = doc["cache"]
     print(f"training cache: {c['trainings']} trainings, {c['hits']} hits "
           f"(hit rate {c['hit_rate']:.0%}), {c['infeasible_not_trained']} infeasible designs "
-          f"not trained, {c['warm_started']} trainings warm-started")
+          f"not trained, {c['warm_started']} trainings warm-started, {c['repeats']} repeated "
+          "proposals (recorded with their first trial's values)")
+    if doc["failures"]:
+        print(f"failures ({len(doc['failures'])}):")
+        for reason, trials in _grouped(doc["failures"]):
+            print(f"  {len(trials)} x {reason} (trials {_numbers(trials)})")
     print(pareto_table(study, cfg))
     return 0
 
 
+def _grouped(failures: list[dict[str, Any]]) -> list[tuple[str, list[int]]]:
+    """Failures grouped by state and reason, most frequent first."""
+    groups: dict[str, list[int]] = {}
+    for f in failures:
+        reason = f"{f['state']}: {f['reason'] or 'no reason recorded'}"
+        groups.setdefault(reason, []).append(f["trial"])
+    return sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
+
+
+def _numbers(trials: list[int], most: int = 8) -> str:
+    text = ", ".join(map(str, trials[:most]))
+    return text + (f", ... ({len(trials) - most} more)" if len(trials) > most else "")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from codesign.export import export_study
+    from codesign.study import artifacts_dir
 
     study, cfg, url = _open_named(args.name, args.storage)
-    rows = export_study(study, cfg, args.out, fmt=args.format, storage_url=url,
+    done = export_study(study, cfg, args.out, artifacts=artifacts_dir(study, cfg, url),
+                        fmt=args.format, storage_url=url,
                         test_accuracy=not args.no_test_accuracy, overwrite=args.overwrite)
-    print(f"exported {len(rows)} Pareto design(s) of {args.name!r} to {args.out}")
+    rows = done.rows
+    print(f"exported {len(rows)} distinct Pareto design(s) of {args.name!r} to {args.out}")
+    if done.kept:
+        print(f"kept {len(done.kept)} file(s) codesign did not write: "
+              f"{', '.join(done.kept[:5])}" + (" ..." if len(done.kept) > 5 else ""),
+              file=sys.stderr)
     missing = [r["folder"] for r in rows if r["test_accuracy"] is None]
     if missing and not args.no_test_accuracy:
         print(f"warning: no test accuracy for {', '.join(missing)} (weights missing or "
               "unreadable; see test_accuracy_note in their metrics file)", file=sys.stderr)
     for r in rows:
         acc = "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"
+        also = (f" (also trials {', '.join(map(str, r['repeat_trials']))})"
+                if r["repeat_trials"] else "")
         print(f"  {r['folder']}: val acc {r['accuracy']:.4f}, test acc {acc}, "
-              f"latency {r['latency_ms']:.4g} ms, energy {r['energy_mj']:.4g} mJ")
+              f"latency {r['latency_ms']:.4g} ms, energy {r['energy_mj']:.4g} mJ{also}")
     return 0
 
 
@@ -248,24 +321,42 @@ def _network_layers(path: str, deploy_input: int | None = None) -> list[Any]:
         raise UsageError(f"{path}: network: not a valid network spec ({e})") from None
 
 
+def _read_params(text: str) -> tuple[str, Any]:
+    """``--params``: inline JSON (``{...}``), ``-`` (standard input) or a JSON file.
+    Returns ``(where, value)``; ``where`` names the source in error lines."""
+    if text.lstrip().startswith("{"):
+        where, raw = "--params", text
+    elif text == "-":
+        where, raw = "<stdin>", sys.stdin.read()
+    else:
+        where = text
+        try:
+            raw = Path(text).read_text()
+        except FileNotFoundError:
+            raise UsageError(f"{text}: file: not found (give a JSON file, inline JSON such "
+                             "as '{\"net/stages\": 2}', or - for standard input)") from None
+        except OSError as e:
+            raise UsageError(f"{text}: file: cannot be read ({e})") from None
+    try:
+        return where, json.loads(raw)
+    except ValueError as e:
+        raise UsageError(f"{where}: json: cannot be read ({e})") from None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from codesign.config import load
     from evaluators.evaluate import evaluate
     from search_spaces import SpaceError
 
     cfg = load(args.experiment)
-    try:
-        params = json.loads(Path(args.params).read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{args.params}: file: not found") from None
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{args.params}: json: cannot be read ({e})") from None
+    where, params = _read_params(args.params)
     if not isinstance(params, dict):
-        raise UsageError(f"{args.params}: (top level): expected a JSON object of parameters")
+        raise UsageError(f"{where}: (top level): expected a JSON object of parameters "
+                         f"(`codesign params {args.experiment} --json` prints one)")
     try:
         cfg.space.check_params(params)
     except SpaceError as e:
-        raise UsageError("\n".join(f"{args.params}: {k}: {m}" for k, m in e.problems)) from None
+        raise UsageError("\n".join(f"{where}: {k}: {m}" for k, m in e.problems)) from None
     design = cfg.space.decode(params)
     result = evaluate(design, cfg.task, cfg.budgets)
     doc = {
@@ -288,6 +379,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"feasible: {result.feasible}" + (f" ({result.infeasible_reason})"
                                                  if result.infeasible_reason else ""))
         print(f"validation accuracy: {result.accuracy:.4f}")
+    return 0
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from codesign.config import load
+    from search_spaces.dims import to_yaml
+
+    cfg = load(args.experiment, check_data=False)
+    example = cfg.space.example_params()
+    if args.json:
+        print(json.dumps(example, indent=2))
+        return 0
+    dims = cfg.space.dims
+    cells = [[name, json.dumps(to_yaml(dims[name])), json.dumps(value)]
+             for name, value in example.items()]
+    from codesign.report import text_table
+
+    print("\n".join(text_table(["parameter", "domain", "example"], cells, rule=True)))
+    fixed = cfg.space.fixed()
+    print(f"{len(example)} searched parameters; {len(fixed)} fixed in the experiment. "
+          f"`codesign params {args.experiment} --json > p.json` writes the example, which "
+          f"`codesign evaluate {args.experiment} --params p.json` takes (edit the values "
+          "within their domains); net/s<i>/... and cmp/s<i>/... of stages beyond "
+          "net/stages are ignored")
     return 0
 
 
@@ -342,11 +457,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("experiment", help="experiment YAML")
     run_opts(sp)
     sp.add_argument("--resume", action="store_true",
-                    help="continue the existing study of this name as it was stored")
+                    help="continue the existing study of this name (as `resume EXP.yaml`: "
+                    "the file must describe the stored experiment)")
 
     sp = add("resume", cmd_resume, "continue a study until it has the requested number of "
-             "finished trials; trials left RUNNING by a crash are failed and re-queued")
-    sp.add_argument("experiment", metavar="NAME|EXP.yaml", help="study name or its YAML")
+             "distinct finished designs; trials left RUNNING by a crash are failed and "
+             "re-queued")
+    sp.add_argument("experiment", metavar="NAME|EXP.yaml",
+                    help="study name (continues its stored experiment) or its YAML (which "
+                    "must describe the stored experiment; its execution and n_trials apply)")
     run_opts(sp)
 
     sp = add("inspect", cmd_inspect, "trial counts, Pareto table, hypervolume, best per "
@@ -362,14 +481,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="output folder")
     sp.add_argument("--format", default="yaml", choices=["yaml", "json", "csv"],
                     help="file format of specs and index (default yaml)")
-    sp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="replace an earlier codesign export in --out (only the files it "
+                    "wrote; any other file there is kept; a folder holding no codesign "
+                    "export is never written into)")
     sp.add_argument("--no-test-accuracy", action="store_true",
                     help="skip computing test accuracy of the exported designs")
 
     sp = add("plot", cmd_plot, "Pareto front and hypervolume history as PNG (or HTML)")
     sp.add_argument("name", metavar="NAME")
     sp.add_argument("--storage", help="storage URL (default sqlite:///runs/<NAME>.db)")
-    sp.add_argument("--out", required=True, help="FILE.png or FILE.html")
+    sp.add_argument("--out", required=True, help="FILE.png or FILE.html (a new file, or one "
+                    "codesign plot wrote before)")
 
     sp = add("hw", cmd_hw, "the accelerator model alone on a SCALE-Sim topology CSV or on "
              "an exported network spec")
@@ -386,8 +509,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("evaluate", cmd_evaluate, "evaluate one design of an experiment's space outside "
              "a study (hardware model, then training)")
     sp.add_argument("experiment", help="experiment YAML")
-    sp.add_argument("--params", required=True, help="JSON object of parameter values")
+    sp.add_argument("--params", required=True, metavar="JSON|FILE|-",
+                    help="the design's parameter values: inline JSON ('{...}'), a JSON file, "
+                    "or - for standard input (`codesign params EXP.yaml --json` prints a "
+                    "complete example)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("params", cmd_params, "list the searched parameters of an experiment's space "
+             "with their domains and an example point (--json: the example as the JSON "
+             "object `evaluate --params` takes)")
+    sp.add_argument("experiment", help="experiment YAML")
+    sp.add_argument("--json", action="store_true", help="print the example point as JSON")
     return p
 
 

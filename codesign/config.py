@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from codesign.urls import display_url
 from evaluators.specs import DATASETS, DEVICES, WARM_STARTS, Budgets, TaskSpec, stable_hash
 from search_spaces import JointSpace, SpaceError
 from search_spaces import build as build_space
@@ -86,7 +87,7 @@ class StudyConfig:
     seed: int
     n_trials: int
     storage: str  # resolved URL
-    artifacts_dir: str
+    artifacts_dir: str | None  # absolute; None: beside the storage file (study.artifacts_dir)
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,11 @@ def _fraction(v: Any) -> str | None:
 def load(path: str | os.PathLike[str], *, check_data: bool = True) -> ExperimentConfig:
     """Read, validate and build an experiment. Raises :class:`ConfigError` listing all problems.
 
+    The files the experiment reads (``task.data_dir``, ``task.warm_start_checkpoint``,
+    ``space.accelerator.file``) are found from the YAML file's folder when relative, and
+    kept as absolute paths; what codesign writes (``study.storage``, ``study.artifacts_dir``)
+    is relative to the working folder.
+
     Args:
         path: the experiment YAML.
         check_data: also check that the dataset's files exist under ``task.data_dir``.
@@ -255,13 +261,27 @@ def load(path: str | os.PathLike[str], *, check_data: bool = True) -> Experiment
     raw = read_yaml(src)
     if not isinstance(raw, Mapping):
         raise ConfigError(src, [("(top level)", f"expected a mapping, got {raw!r}")])
-    return from_mapping(raw, source=src, check_data=check_data)
+    return from_mapping(raw, source=src, check_data=check_data,
+                        base_dir=os.path.dirname(os.path.abspath(src)))
+
+
+def _input_path(path: str, base_dir: str | None) -> str:
+    """An input file named in an experiment, absolute (relative ones from ``base_dir``)."""
+    path = os.path.expanduser(path)
+    return os.path.abspath(os.path.join(base_dir or os.getcwd(), path))
 
 
 def from_mapping(
-    raw: Mapping[str, Any], *, source: str = "<experiment>", check_data: bool = True
+    raw: Mapping[str, Any], *, source: str = "<experiment>", check_data: bool = True,
+    base_dir: str | None = None,
 ) -> ExperimentConfig:
-    """Validate an already-parsed experiment mapping (see :func:`load`)."""
+    """Validate an already-parsed experiment mapping (see :func:`load`).
+
+    Args:
+        base_dir: the folder relative input paths are found from (:func:`load`: the YAML's
+            folder; ``None``: the working folder, as for a stored experiment, whose paths are
+            absolute already).
+    """
     problems: list[tuple[str, str]] = []
     top = _Section(raw, "", problems)
     version = raw.get("schema_version")
@@ -291,8 +311,9 @@ def from_mapping(
         seed=seed,
         n_trials=n_trials,
         storage=storage or f"sqlite:///runs/{safe}.db",
-        # absolute, so resume/export from another folder find the weights
-        artifacts_dir=os.path.abspath(artifacts or f"runs/{safe}-artifacts"),
+        # absolute, so resume/export from another folder find the weights; unset: beside
+        # the storage file, chosen when the study is created (codesign.study.artifacts_dir)
+        artifacts_dir=os.path.abspath(artifacts) if artifacts else None,
     )
 
     # objectives / constraints ----------------------------------------------------------
@@ -324,6 +345,7 @@ def from_mapping(
                    lambda v: None if v in SAMPLERS else f"must be one of {list(SAMPLERS)}")
     options = {}
     for opt, (kind, check) in SAMPLERS.get(sname, {}).items():
+        sm.read.add(opt)  # known, so a misspelled option lists the chosen sampler's options
         if opt in sm.raw:
             options[opt] = sm.get(opt, kind, None, check)
     sm.finish()
@@ -337,6 +359,8 @@ def from_mapping(
                     lambda v: None if v in DATASETS else f"unknown dataset; known: "
                     f"{list(DATASETS)}")
     data_dir = t.get("data_dir", _STR, None, None, nullable=True)
+    if data_dir is not None:
+        data_dir = _input_path(data_dir, base_dir)  # workers and resume see the same folder
     epochs = t.get("epochs", _INT, None, _pos, nullable=True)
     steps = t.get("steps", _INT, None, _pos, nullable=True)
     if epochs is not None and steps is not None:
@@ -352,7 +376,7 @@ def from_mapping(
         problems.append(("task.warm_start_checkpoint",
                          f"only used with warm_start: checkpoint (warm_start is {warm!r})"))
     elif checkpoint is not None:
-        checkpoint = os.path.abspath(checkpoint)  # resume may run from another folder
+        checkpoint = _input_path(checkpoint, base_dir)  # resume may run from another folder
         if not os.path.isfile(checkpoint):
             problems.append(("task.warm_start_checkpoint", f"file not found: {checkpoint}"))
     task = TaskSpec(
@@ -403,7 +427,7 @@ def from_mapping(
     space = None
     try:
         space = build_space(raw.get("space"), in_channels=info[0], input_hw=info[1],
-                            num_classes=info[2])
+                            num_classes=info[2], base_dir=base_dir)
     except SpaceError as err:
         problems.extend(err.problems)
     if space is not None and space.template == "fpga":  # its designs have no mm^2 of their own
@@ -423,7 +447,8 @@ def from_mapping(
     assert space is not None
     resolved = {
         "schema_version": SCHEMA_VERSION,
-        "study": dict(vars(study)),
+        # the stored copy never holds a database password (optuna-dashboard shows it)
+        "study": {**vars(study), "storage": display_url(study.storage)},
         "objectives": list(objectives),
         "constraints": {k: v for k, v in budgets.to_dict().items() if v is not None},
         "sampler": {"name": sampler.name, **sampler.options},

@@ -21,3 +21,8 @@ class RunAborted(Exception):
 
 class Interrupted(CodesignError):
     """Ctrl-C / SIGTERM: finished trials are kept, in-flight ones were marked failed."""
+
+
+class OutputError(CodesignError):
+    """An output path that codesign refuses to write (it would delete or overwrite what
+    codesign did not create, or it names the working folder itself)."""

@@ -1,93 +1,144 @@
-"""Pareto-front and hypervolume-history figures of a study (PNG, or HTML embedding it)."""
+"""Pareto-front and hypervolume-history figures of a study (PNG, or HTML embedding it).
+
+The front is drawn as pairwise panels of the objectives (of the first four, when there are
+more): a design on the Pareto front of all objectives can look dominated in one panel, and
+the panel's colour (the objective not on its axes) shows why. Positive objectives other than
+accuracy (latency, energy, area, power) are drawn on log scales, colours included, so that a
+few outliers do not flatten the rest.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
+import itertools
 import os
 from pathlib import Path
+from typing import Any
 
 import optuna
 
 from codesign.config import ExperimentConfig
-from codesign.errors import CodesignError
-from codesign.report import feasible, hypervolume_history, pareto_table, pareto_trials
+from codesign.errors import OutputError
+from codesign.files import PLOT_MARK, claim_file, write_atomic
+from codesign.report import design_key, feasible, hypervolume_history, pareto_table, pareto_trials
+
+MAX_PANEL_OBJECTIVES = 4  # pairs of the first four objectives: at most six panels
 
 
-def _figure(study: optuna.Study, cfg: ExperimentConfig) -> bytes:
+def _figure(study: optuna.Study, cfg: ExperimentConfig, *, as_figure: bool = False) -> Any:
+    """The figure as PNG bytes (``as_figure``: the matplotlib ``Figure``, left open)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm, Normalize
 
     objs = list(cfg.objectives)
-    x_name = next((o for o in ("latency_ms", "energy_mj", "area_mm2", "power_w") if o in objs),
-                  objs[-1])
-    y_name = "accuracy" if "accuracy" in objs else objs[0]
-    c_name = next((o for o in objs if o not in (x_name, y_name)), None)
-    ix, iy = objs.index(x_name), objs.index(y_name)
-    ic = objs.index(c_name) if c_name else None
-
     trials = [t for t in study.get_trials(deepcopy=False)
               if t.state == optuna.trial.TrialState.COMPLETE]
-    ok = [t for t in trials if feasible(t)]
-    bad = [t for t in trials if not feasible(t)]
+    seen: set[str] = set()
+    distinct = []  # one point per design: repeats lie on top of their first trial
+    for t in sorted(trials, key=lambda t: t.number):
+        key = design_key(t) or f"#{t.number}"
+        if key not in seen:
+            seen.add(key)
+            distinct.append(t)
+    ok = [t for t in distinct if feasible(t)]
+    bad = [t for t in distinct if not feasible(t)]
     front = pareto_trials(study)
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [3, 2]})
-    if bad:
-        ax.scatter([t.values[ix] for t in bad], [t.values[iy] for t in bad], marker="x",
-                   c="0.7", label=f"infeasible ({len(bad)})", zorder=1)
-    if ok:
-        kw = {}
-        if ic is not None:
-            kw = {"c": [t.values[ic] for t in ok], "cmap": "viridis"}
-        sc = ax.scatter([t.values[ix] for t in ok], [t.values[iy] for t in ok], s=28,
-                        label=f"feasible ({len(ok)})", zorder=2, **kw)
-        if ic is not None:
-            fig.colorbar(sc, ax=ax, label=c_name)
-    if front:
-        pts = sorted((t.values[ix], t.values[iy]) for t in front)
-        ax.scatter(*zip(*pts), s=90, facecolors="none", edgecolors="crimson", linewidths=1.5,
-                   label=f"Pareto set ({len(front)})", zorder=3)
-    ax.set_xscale("log")
-    ax.set_xlabel(x_name)
-    ax.set_ylabel(y_name)
-    ax.set_title(f"{study.study_name}: {y_name} vs {x_name}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    shown = objs[:MAX_PANEL_OBJECTIVES]
+    pairs = list(itertools.combinations(range(len(shown)), 2)) or [(0, 0)]
+    n_panels = len(pairs) + 1  # + the hypervolume history
+    ncols = min(n_panels, 3 if n_panels > 4 else 2)
+    nrows = -(-n_panels // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.2 * ncols, 4.6 * nrows), squeeze=False)
+    flat = list(axes.flat)
 
+    def logged(name: str) -> bool:
+        return name != "accuracy"
+
+    for ax, (ix, iy) in zip(flat, pairs):
+        # accuracy up the y axis where it is in the pair; otherwise the first on x
+        if objs[ix] == "accuracy":
+            ix, iy = iy, ix
+        x_name, y_name = objs[ix], objs[iy]
+        rest = [i for i in range(len(objs)) if i not in (ix, iy)]
+        ic = rest[0] if rest else None
+        if bad:
+            ax.scatter([t.values[ix] for t in bad], [t.values[iy] for t in bad], marker="x",
+                       c="0.7", label=f"infeasible ({len(bad)})", zorder=1)
+        if ok:
+            kw: dict = {}
+            if ic is not None:
+                colours = [t.values[ic] for t in ok]
+                positive = logged(objs[ic]) and min(colours) > 0
+                norm = (LogNorm(min(colours), max(colours)) if positive
+                        else Normalize(min(colours), max(colours)))
+                kw = {"c": colours, "cmap": "viridis", "norm": norm}
+            sc = ax.scatter([t.values[ix] for t in ok], [t.values[iy] for t in ok], s=28,
+                            label=f"feasible ({len(ok)})", zorder=2, **kw)
+            if ic is not None:
+                fig.colorbar(sc, ax=ax, label=objs[ic] + (" (log)" if kw["norm"].__class__
+                                                          is LogNorm else ""))
+        if front:
+            ax.scatter([t.values[ix] for t in front], [t.values[iy] for t in front], s=90,
+                       facecolors="none", edgecolors="crimson", linewidths=1.5,
+                       label=f"Pareto set ({len(front)})", zorder=3)
+        for name, setter in ((x_name, ax.set_xscale), (y_name, ax.set_yscale)):
+            if logged(name) and all(t.values[objs.index(name)] > 0 for t in distinct):
+                setter("log")
+        ax.set_xlabel(x_name)
+        ax.set_ylabel(y_name)
+        ax.set_title(f"{y_name} vs {x_name}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
+
+    ax2 = flat[len(pairs)]
     numbers, hv, _ = hypervolume_history(study, cfg)
     ax2.step(numbers, hv, where="post", color="tab:blue")
     ax2.set_xlabel("trial number")
     ax2.set_ylabel("hypervolume (normalized)")
-    ax2.set_title("hypervolume history")
+    ax2.set_title("hypervolume history", fontsize=10)
     ax2.grid(True, alpha=0.3)
-    fig.tight_layout()
+    for ax in flat[n_panels:]:
+        ax.set_visible(False)
+    note = (f"{study.study_name}: ringed designs are Pareto-optimal over all "
+            f"{len(objs)} objectives ({', '.join(objs)}); one that looks dominated in a "
+            "panel is better in an objective off its axes (the colour)")
+    if len(objs) > MAX_PANEL_OBJECTIVES:
+        note += f"; panels show the first {MAX_PANEL_OBJECTIVES} objectives"
+    fig.suptitle(note, fontsize=9, wrap=True)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    if as_figure:
+        return fig
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": PLOT_MARK.decode()})
     plt.close(fig)
     return buf.getvalue()
 
 
 def plot_study(study: optuna.Study, cfg: ExperimentConfig, out: str | os.PathLike[str]) -> Path:
-    """Write the figure to ``out`` (``.png``, or ``.html`` with the PNG and the Pareto table)."""
+    """Write the figure to ``out`` (``.png``, or ``.html`` with the PNG and the Pareto table).
+
+    ``out`` may be new or a figure codesign wrote before; any other file is refused
+    (:func:`codesign.files.claim_file`).
+    """
     out = Path(out)
     if out.suffix.lower() not in (".png", ".html"):
-        raise CodesignError(f"--out: {out}: the file must end in .png or .html")
-    if not out.parent.is_dir():
-        raise CodesignError(f"--out: {out}: folder {str(out.parent)!r} does not exist")
+        raise OutputError(f"--out: {out}: the file must end in .png or .html")
+    claim_file(out, "--out")
     png = _figure(study, cfg)
     if out.suffix.lower() == ".png":
         data = png
     else:
         img = base64.b64encode(png).decode()
         table = html.escape(pareto_table(study, cfg))
-        data = (f"<!doctype html><meta charset='utf-8'><title>{html.escape(study.study_name)}"
+        data = (f"<!doctype html><meta charset='utf-8'><meta name='generator' "
+                f"content='{PLOT_MARK.decode()}'><title>{html.escape(study.study_name)}"
                 f"</title><h1>{html.escape(study.study_name)}</h1>"
                 f"<img src='data:image/png;base64,{img}'><pre>{table}</pre>\n").encode()
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
+    write_atomic(out, data)
     return out

@@ -16,13 +16,64 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from codesign.config import OBJECTIVES, ExperimentConfig
-from codesign.study import ATTR_PROVENANCE, A, counts_by_state
+from codesign.optuna_adapter import hypervolume
+from codesign.study import ATTR_PROVENANCE, ATTR_TARGET, A, counts_by_state
+from codesign.urls import display_url
+from evaluators.specs import DesignPoint, EvaluatorError
 
 JSON_SCHEMA_VERSION = 1
 
 
 def feasible(t: FrozenTrial) -> bool:
     return t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())
+
+
+def constraints_of(t: FrozenTrial) -> dict[str, float]:
+    """A trial's constraint values by name. The driver records them as one list (the form
+    both Optuna 5's samplers and optuna-dashboard read, ``codesign.optuna_adapter``), so
+    Optuna names them ``"0"``, ``"1"``, ...; their names are the user attribute
+    ``codesign.constraint_names``. Studies of older versions carry Optuna's named form."""
+    values = t.constraints
+    names = t.user_attrs.get(A + "constraint_names")
+    if names and list(values) == [str(i) for i in range(len(names))]:
+        return dict(zip(names, values.values()))
+    return dict(values)
+
+
+def design_key(t: FrozenTrial) -> str | None:
+    """The identity of a trial's design (a hash of the decoded design point; trials whose
+    parameters differ only where the design does not use them share it)."""
+    key = t.user_attrs.get(A + "design_key")
+    if key is None and t.user_attrs.get(A + "design"):  # a trial of an older codesign
+        try:
+            key = DesignPoint.from_dict(t.user_attrs[A + "design"]).design_key()
+        except (EvaluatorError, KeyError, TypeError, ValueError):
+            return None
+    return key
+
+
+def repeats(study: optuna.Study) -> dict[int, list[int]]:
+    """First trial of each design that several finished trials share -> the later ones
+    (a repeat is recorded with its first trial's values; ``codesign.repeat_of``)."""
+    first: dict[str, int] = {}
+    out: dict[int, list[int]] = {}
+    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                    key=lambda t: t.number):
+        key = design_key(t)
+        if key is None:
+            continue
+        if key in first:
+            out.setdefault(first[key], []).append(t.number)
+        else:
+            first[key] = t.number
+    return out
+
+
+def distinct_complete(study: optuna.Study) -> int:
+    """Finished trials with distinct designs: what ``n_trials`` counts."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    keys = {design_key(t) or f"#{t.number}" for t in done}
+    return len(keys)
 
 
 def _bits(net: dict[str, Any], key: str) -> str:
@@ -97,8 +148,15 @@ def metrics(t: FrozenTrial) -> dict[str, Any]:
 
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Feasible, non-dominated COMPLETE trials, sorted by the first objective (best first)."""
-    trials = study.best_trials
+    """Feasible, non-dominated COMPLETE trials, one per distinct design (its first trial;
+    :func:`repeats` lists the others), sorted by the first objective (best first)."""
+    seen: set[str] = set()
+    trials = []
+    for t in sorted(study.best_trials, key=lambda t: t.number):
+        key = design_key(t) or f"#{t.number}"
+        if key not in seen:
+            seen.add(key)
+            trials.append(t)
     sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
     return sorted(trials, key=lambda t: (sign * t.values[0], t.number))
 
@@ -130,8 +188,6 @@ def hypervolume_history(
     study: optuna.Study, cfg: ExperimentConfig
 ) -> tuple[list[int], list[float], dict[str, float]]:
     """Hypervolume after each finished trial (in trial-number order) and the reference."""
-    from optuna._hypervolume import compute_hypervolume
-
     ref = reference_point(study, cfg)
     trials = sorted(
         (t for t in study.get_trials(deepcopy=False) if t.state.is_finished()),
@@ -146,21 +202,27 @@ def hypervolume_history(
             loss = _losses(np.array([t.values]), cfg, ref)[0]
             if np.all(loss < ones):
                 points.append(loss)
-                current = float(compute_hypervolume(np.array(points), ones))
+                current = hypervolume(np.array(points), ones)
         numbers.append(t.number)
         hv.append(current)
     return numbers, hv, ref
 
 
 def cache_stats(study: optuna.Study) -> dict[str, Any]:
+    """Trainings, training-cache hits, over-budget designs (never trained), warm starts and
+    repeats (trials that proposed a design already evaluated: no work at all)."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    shared = repeats(study)
+    again = {n for ns in shared.values() for n in ns}
+    done = [t for t in done if t.number not in again]
     trained = sum(1 for t in done if t.user_attrs.get(A + "trained"))
     hits = sum(1 for t in done if t.user_attrs.get(A + "cached"))
     skipped = sum(1 for t in done if t.user_attrs.get(A + "feasible") is False)
     warm = sum(1 for t in done if t.user_attrs.get(A + "warm_from"))
     needing = trained + hits
     return {"trainings": trained, "hits": hits, "infeasible_not_trained": skipped,
-            "hit_rate": hits / needing if needing else 0.0, "warm_started": warm}
+            "hit_rate": hits / needing if needing else 0.0, "warm_started": warm,
+            "repeats": len(again)}
 
 
 def summary(study: optuna.Study, cfg: ExperimentConfig, storage_url: str) -> dict[str, Any]:
@@ -179,17 +241,19 @@ def summary(study: optuna.Study, cfg: ExperimentConfig, storage_url: str) -> dic
          "reason": t.user_attrs.get(A + "fail_reason")}
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL, TrialState.PRUNED))
     ]
+    shared = repeats(study)
     return {
         "schema_version": JSON_SCHEMA_VERSION,
         "study": study.study_name,
-        "storage": storage_url,
+        "storage": display_url(storage_url),
         "objectives": list(cfg.objectives),
         "directions": cfg.directions,
         "constraints": {k: v for k, v in cfg.budgets.to_dict().items() if v is not None},
-        "n_trials_target": cfg.study.n_trials,
+        "n_trials_target": int(study.user_attrs.get(ATTR_TARGET, cfg.study.n_trials)),
         "trials_by_state": counts_by_state(study),
+        "distinct_complete": distinct_complete(study),
         "feasible_complete": len(done),
-        "pareto": [trial_record(t, cfg) for t in pareto],
+        "pareto": [trial_record(t, cfg, shared.get(t.number, [])) for t in pareto],
         "hypervolume": {"value": hv[-1] if hv else 0.0, "reference": ref,
                         "normalization": "1-accuracy; value/reference for the others"},
         "best": best,
@@ -199,12 +263,14 @@ def summary(study: optuna.Study, cfg: ExperimentConfig, storage_url: str) -> dic
     }
 
 
-def trial_record(t: FrozenTrial, cfg: ExperimentConfig) -> dict[str, Any]:
+def trial_record(t: FrozenTrial, cfg: ExperimentConfig,
+                 repeat_trials: list[int] | None = None) -> dict[str, Any]:
     return {
         "trial": t.number,
+        "repeat_trials": repeat_trials or [],
         "values": dict(zip(cfg.objectives, t.values)),
         "metrics": metrics(t),
-        "constraints": dict(t.constraints),
+        "constraints": constraints_of(t),
         "params": dict(t.params),
         "design": t.user_attrs.get(A + "design"),
         "training_key": t.user_attrs.get(A + "training_key"),
@@ -225,13 +291,21 @@ def pareto_table(study: optuna.Study, cfg: ExperimentConfig, *, limit: int = 30)
     trials = pareto_trials(study)
     if not trials:
         return "Pareto set: empty (no feasible finished trial yet)"
+    shared = repeats(study)
     rows = []
     for t in trials[:limit]:
-        rows.append({"trial": t.number, **metrics(t), **design_summary(t)})
-    cols = list(rows[0])  # metrics first (an FPGA's: DSP / BRAM36 in place of area)
+        again = shared.get(t.number)
+        rows.append({"trial": t.number, **({"also": ",".join(map(str, again))} if again
+                                           else {}),
+                     **metrics(t), **design_summary(t)})
+    also = ["also"] if any("also" in r for r in rows) else []
+    # metrics first (an FPGA's: DSP / BRAM36 in place of area), then the design
+    cols = ["trial", *also, *(c for c in rows[0] if c not in ("trial", "also"))]
     cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
-    lines = [f"Pareto set: {len(trials)} design(s)" + (f", first {limit}" if
-                                                        len(trials) > limit else "")]
+    lines = [f"Pareto set: {len(trials)} distinct design(s)" + (f", first {limit}" if
+                                                                 len(trials) > limit else "")]
+    if also:
+        lines.append("(also: later trials that proposed the same design)")
     return "\n".join(lines + text_table(cols, cells, rule=True))
 
 

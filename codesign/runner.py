@@ -5,14 +5,23 @@ Ray tasks, tells each result as it arrives, retries an evaluation that crashed (
 failed for a deterministic reason such as a diverging loss) up to ``max_retries`` times, and
 stops cleanly on Ctrl-C / SIGTERM: finished trials stay, in-flight ones are told FAIL.
 
+**Repeats.** A sampler may propose a design the study has already evaluated (NSGA-II's
+crossover on a discrete space does, and so does any sampler resumed with the seed it had).
+Such a trial is not evaluated again: it is told with its first trial's values and
+constraints and marked ``repeat_of`` (a repeat of a design still being evaluated waits for
+it). ``n_trials`` counts distinct designs, so repeats never use up the budget; the report,
+plot and export list each design once, with the trials that share it. If the sampler
+proposes nothing new ``MAX_REPEAT_STREAK`` times in a row while nothing is running, the run
+ends: the space is (nearly) exhausted.
+
 Trial user attributes written here (all prefixed ``codesign.``): ``design`` (the decoded
-:class:`DesignPoint`), ``training_key``, ``hw`` (network totals), ``layers`` (per-layer costs),
-``feasible``, ``infeasible_reason``, ``trained``, ``cached``, ``input_density`` (each layer's
-non-zero input fraction measured in training, which the hardware was priced with),
-``train_seconds``,
-``hw_seconds``, ``weights`` (path of the trained weights), ``warm_from`` and
-``warm_tensors`` (warm start: the source's training key or ``checkpoint``, tensors loaded),
-``driver``, ``attempts``, ``fail_reason``, ``requeued_from``.
+:class:`DesignPoint`), ``design_key``, ``training_key``, ``hw`` (network totals), ``layers``
+(per-layer costs), ``feasible``, ``infeasible_reason``, ``constraint_names`` (the names of
+the trial's constraint values, in order), ``trained``, ``cached``, ``input_density`` (each
+layer's non-zero input fraction measured in training, which the hardware was priced with),
+``train_seconds``, ``hw_seconds``, ``weights`` (path of the trained weights), ``warm_from``
+and ``warm_tensors`` (warm start: the source's training key or ``checkpoint``, tensors
+loaded), ``driver``, ``attempts``, ``fail_reason``, ``requeued_from``, ``repeat_of``.
 """
 
 from __future__ import annotations
@@ -25,17 +34,21 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from codesign.config import ExperimentConfig
 from codesign.errors import CodesignError, Interrupted, RunAborted
-from codesign.study import A
+from codesign.files import own_file, write_atomic
+from codesign.optuna_adapter import fail_stale, set_constraints
+from codesign.report import constraints_of, design_key
+from codesign.study import ATTR_TARGET, A, command_hint
 from evaluators.specs import (
+    DatasetError,
     DesignPoint,
     EvalResult,
     EvaluatorError,
@@ -45,25 +58,42 @@ from evaluators.specs import (
 
 log = logging.getLogger(__name__)
 
+# proposals in a row of designs already evaluated, with nothing running, that end a run
+MAX_REPEAT_STREAK = 20
+
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How one driver session runs (may differ between ``run`` and ``resume``)."""
+    """How one driver session runs (may differ between ``run`` and ``resume``).
+
+    Attributes:
+        n_trials: distinct finished designs to reach, in total.
+        artifacts: the study's weights folder (``codesign.study.artifacts_dir``).
+        storage_url: the study's storage, for the commands that messages suggest.
+    """
 
     n_trials: int
     workers: int
+    artifacts: Path
+    storage_url: str
     ray_address: str | None = None
     progress: bool = True
 
 
 @dataclass(frozen=True)
 class RunSummary:
+    """What one session did. ``complete`` counts the study's distinct finished designs."""
+
     complete: int
     failed_now: int
     requeued: int
     trained_now: int
     cache_hits_now: int
+    over_budget_now: int
+    repeats_now: int
     seconds: float
+    exhausted: bool = False  # stopped early: the sampler proposed only evaluated designs
+    nothing_to_do: bool = False  # the study had reached its target before the session
 
 
 class CacheEntry(NamedTuple):
@@ -78,7 +108,8 @@ class CacheEntry(NamedTuple):
 class _Pending:
     trial: optuna.Trial
     design: DesignPoint
-    key: str
+    key: str  # training key
+    dkey: str  # design key
     hit: CacheEntry | None  # the training this trial reuses (None: it trains)
     attempt: int
     started: float
@@ -119,8 +150,7 @@ def requeue_stale(study: optuna.Study) -> int:
             continue
         reason = ("left RUNNING by a driver that stopped; its design was re-queued" if t.params
                   else "left RUNNING by a driver that stopped before its design was sampled")
-        study._storage.set_trial_user_attr(t._trial_id, A + "fail_reason", reason)
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        fail_stale(study, t, A + "fail_reason", reason)
         if t.params:
             study.enqueue_trial(t.params, user_attrs={A + "requeued_from": t.number})
             n += 1
@@ -130,9 +160,9 @@ def requeue_stale(study: optuna.Study) -> int:
 class TrainingCache:
     """The study is the cache: training key -> ``CacheEntry``."""
 
-    def __init__(self, study: optuna.Study) -> None:
+    def __init__(self, trials: list[FrozenTrial]) -> None:
         self._entries: dict[str, CacheEntry] = {}
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        for t in trials:
             self.add(t.user_attrs)
 
     def add(self, attrs: dict[str, Any]) -> None:
@@ -153,11 +183,12 @@ class TrainingCache:
 class WarmStarts:
     """Chooses the warm-start weights of each training (``task.warm_start``).
 
-    ``closest``: among the networks this study has trained (weights on disk) and pruned no
-    more than the new one, the one whose trained state dict shares the most weight elements
-    with the new network's fresh module, tensor by tensor, by name and shape (ties: the higher
-    validation accuracy, then the earlier training; ``warm_start_score``). ``checkpoint``: the
-    file ``task.warm_start_checkpoint`` for every training. ``none``: nothing.
+    ``closest``: among the networks this study has trained (weights in its artifacts folder)
+    and pruned no more than the new one, the one whose trained state dict shares the most
+    weight elements with the new network's fresh module, tensor by tensor, by name and shape
+    (ties: the higher validation accuracy, then the earlier training; ``warm_start_score``).
+    ``checkpoint``: the file ``task.warm_start_checkpoint`` for every training. ``none``:
+    nothing.
 
     Lifecycle: one per driver session; built from the study's finished trials, told each new
     training with :meth:`add`, asked with :meth:`pick` before a training is dispatched. What
@@ -165,24 +196,26 @@ class WarmStarts:
     than one worker it can differ between two runs of the same study.
     """
 
-    def __init__(self, study: optuna.Study, cfg: ExperimentConfig) -> None:
+    def __init__(self, trials: list[FrozenTrial], cfg: ExperimentConfig,
+                 artifacts: Path) -> None:
         self.mode = cfg.task.warm_start
+        self._artifacts = artifacts
         self._sources: list[tuple[Any, dict[str, tuple[int, ...]], float]] = []
-        self._sources_at: list[tuple[str, str]] = []  # (training key, weights path) of each
+        self._sources_at: list[tuple[str, Path]] = []  # (training key, weights path) of each
         self._keys: set[str] = set()
         self.checkpoint: bytes | None = None  # mode checkpoint: the file's bytes, read once
         if self.mode == "checkpoint":
             self.checkpoint = _read_checkpoint(cfg.task.warm_start_checkpoint or "")
         if self.mode == "closest":
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            for t in trials:
                 self.add(t.user_attrs)
 
     def add(self, attrs: dict[str, Any]) -> None:
         """Record a finished training (trial user attributes, ``codesign.``-prefixed)."""
         if self.mode != "closest" or not attrs.get(A + "trained"):
             return
-        path, design, key = attrs.get(A + "weights"), attrs.get(A + "design"), \
-            attrs.get(A + "training_key")
+        design, key = attrs.get(A + "design"), attrs.get(A + "training_key")
+        path = own_file(attrs.get(A + "weights"), self._artifacts)  # never another file
         if not (path and design and key) or key in self._keys:
             return
         from evaluators.training.model import state_shapes
@@ -205,7 +238,7 @@ class WarmStarts:
             return None, None
         key, path = self._sources_at[best]
         try:
-            return Path(path).read_bytes(), key
+            return path.read_bytes(), key
         except OSError as e:
             log.warning("warm start: cannot read %s (%s); training from scratch", path, e)
             return None, None
@@ -222,13 +255,6 @@ def _read_checkpoint(path: str) -> bytes:
     except (OSError, SpecError) as e:
         raise CodesignError(f"task.warm_start_checkpoint: {path}: {e}") from None
     return data
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def objective_values(result: EvalResult, objectives: tuple[str, ...]) -> list[float]:
@@ -267,9 +293,16 @@ def _graceful_stop() -> Iterator[_StopFlag]:
             signal.signal(sig, handler)
 
 
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
 def init_ray(address: str | None) -> None:
     """Start a local Ray instance, or connect to the cluster at ``address``."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not address:
+        # Ray 2.60 turns token authentication on for a new local instance (kept) and warns
+        # that it did on every start: that warning alone is silenced
+        logging.getLogger(_RAY_AUTH_LOGGER).setLevel(logging.ERROR)
     import ray
 
     if ray.is_initialized():
@@ -317,8 +350,17 @@ def _within_budgets(design: DesignPoint, cfg: ExperimentConfig) -> bool:
 
 
 def precheck(cfg: ExperimentConfig, *, local: bool) -> None:
-    """Before anything is created: is the warm-start checkpoint (if any) a readable state
-    dict, and (``local``) can this machine ever run one trial of ``cfg``?"""
+    """Before anything is created or started: can the dataset be read (every file, its
+    header against its size, with a size limit), is the warm-start checkpoint (if any) a
+    readable state dict, and (``local``) can this machine ever run one trial of ``cfg``?
+
+    Raises:
+        DatasetFileError, DatasetError: the dataset cannot be read (exit code 2).
+        CodesignError: the checkpoint or the resources.
+    """
+    from evaluators.training import check_dataset_readable
+
+    check_dataset_readable(cfg.task)
     if cfg.task.warm_start == "checkpoint":
         _read_checkpoint(cfg.task.warm_start_checkpoint or "")
     if not local:
@@ -337,235 +379,373 @@ def precheck(cfg: ExperimentConfig, *, local: bool) -> None:
                                 "scheduled)")
 
 
+class _DatasetUnreadable(Exception):
+    """A worker could not read the dataset: every other trial would fail the same way."""
+
+
 def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> RunSummary:
-    """Run the driver loop until the study has ``opts.n_trials`` COMPLETE trials.
+    """Run the driver loop until the study has ``opts.n_trials`` distinct finished designs.
 
     Raises:
         Interrupted: on Ctrl-C / SIGTERM (after marking in-flight trials failed).
         RunAborted: when failures exceed ``max(10, 2 * n_trials)`` in this session.
+        CodesignError: a worker cannot read the dataset (in-flight trials marked failed).
     """
-    import ray
-
     t_start = time.perf_counter()
     requeued = requeue_stale(study)
-    cache = TrainingCache(study)
-    space = cfg.space
-    dists = space.distributions()
-    threads = max(1, int(cfg.execution.cpus_per_trial))
-    task = replace(cfg.task, num_threads=threads)
-    artifacts = Path(cfg.study.artifacts_dir)
-    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    if complete >= opts.n_trials:
-        return RunSummary(complete, 0, requeued, 0, 0, 0.0)
-    warm = WarmStarts(study, cfg)
+    study.set_user_attr(ATTR_TARGET, opts.n_trials)
+    session = _Session(study, cfg, opts)
+    if session.complete >= opts.n_trials:
+        return replace(session.summary(requeued, 0.0), nothing_to_do=True)
+    session.connect()
+    try:
+        session.loop()
+    finally:
+        session.close()
+    return session.summary(requeued, time.perf_counter() - t_start)
 
-    init_ray(opts.ray_address)
-    _check_resources(cfg, local=not opts.ray_address)
-    from evaluators.evaluate import evaluate
 
-    remote = ray.remote(evaluate).options(
-        num_cpus=cfg.execution.cpus_per_trial, num_gpus=cfg.execution.gpus_per_trial,
-        max_retries=0,
-    )
-    checkpoint_ref = None if warm.checkpoint is None else ray.put(warm.checkpoint)
-    pending: dict[Any, _Pending] = {}
+@dataclass
+class _Session:
+    """One driver session's state; :func:`run_study` is its lifecycle (build, ``connect``,
+    ``loop``, ``close``). Methods named after what the loop does: ``fill`` asks trials up to
+    the limits, ``start`` dispatches or defers one, ``finish`` tells a returned result,
+    ``release`` starts what waited for it."""
+
+    study: optuna.Study
+    cfg: ExperimentConfig
+    opts: RunOptions
+    pending: dict[Any, _Pending] = field(default_factory=dict)  # Ray ref -> evaluation
     # A trial whose network is being trained right now by another trial waits for that
     # training instead of training the same network twice.
-    training_now: set[str] = set()
-    diverged: dict[str, str] = {}  # training key -> where and why its training failed
-    deferred: dict[str, list[_Pending]] = {}
-    failed = trained = hits = 0
-    max_failures = max(10, 2 * opts.n_trials)
-    last_failure = ""
-    bar = _progress(opts, study.study_name, complete)
+    training_now: set[str] = field(default_factory=set)
+    deferred: dict[str, list[_Pending]] = field(default_factory=dict)  # training key -> ...
+    diverged: dict[str, str] = field(default_factory=dict)  # training key -> where and why
+    # design key -> the repeats waiting for the evaluation of that design now running
+    evaluating: dict[str, list[_Pending]] = field(default_factory=dict)
+    failed: int = 0
+    trained: int = 0
+    hits: int = 0
+    over_budget: int = 0
+    repeated: int = 0
+    exhausted: bool = False
+    streak: int = 0  # repeats proposed in a row since the last new design or result
+    last_failure: str = ""
 
-    def dispatch(p: _Pending) -> None:
-        init, p.warm_from = warm.pick(p.design.network) if p.hit is None else (None, None)
-        if init is not None and init is warm.checkpoint:  # the same bytes for every training:
-            init = checkpoint_ref  # into Ray's object store once, not copied per task
-        hit = p.hit
-        ref = remote.remote(p.design, task, cfg.budgets,
-                            cached_accuracy=hit.accuracy if hit else None,
-                            cached_input_density=hit.input_density if hit else None,
-                            init_state=init)
-        pending[ref] = p
+    def __post_init__(self) -> None:
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        self.cache = TrainingCache(done)
+        self.dists = self.cfg.space.distributions()
+        threads = max(1, int(self.cfg.execution.cpus_per_trial))
+        self.task = replace(self.cfg.task, num_threads=threads)
+        # design key -> its first trial with a deterministic outcome (finished or unmappable)
+        self.known: dict[str, FrozenTrial] = {}
+        for t in sorted(self.study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)),
+                key=lambda t: t.number):
+            key = design_key(t)
+            if key is not None:
+                self.known.setdefault(key, t)
+        self.complete = len({design_key(t) or f"#{t.number}" for t in done})
+        self.done_trials = done
+        self.max_failures = max(10, 2 * self.opts.n_trials)
 
-    def start(p: _Pending) -> None:
-        if p.hit is None and p.key in diverged and _within_budgets(p.design, cfg):
+    # ---------------------------------------------------------------- lifecycle
+
+    def connect(self) -> None:
+        import ray
+
+        from evaluators.evaluate import evaluate
+
+        self.warm = WarmStarts(self.done_trials, self.cfg, self.opts.artifacts)
+        init_ray(self.opts.ray_address)
+        _check_resources(self.cfg, local=not self.opts.ray_address)
+        self.remote = ray.remote(evaluate).options(
+            num_cpus=self.cfg.execution.cpus_per_trial,
+            num_gpus=self.cfg.execution.gpus_per_trial, max_retries=0,
+        )
+        self.checkpoint_ref = (None if self.warm.checkpoint is None
+                               else ray.put(self.warm.checkpoint))
+        self.bar = _progress(self.opts, self.study.study_name, self.complete)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def summary(self, requeued: int, seconds: float) -> RunSummary:
+        return RunSummary(self.complete, self.failed, requeued, self.trained, self.hits,
+                          self.over_budget, self.repeated, seconds, self.exhausted)
+
+    def loop(self) -> None:
+        import ray
+
+        try:
+            with _graceful_stop() as stop:
+                while True:
+                    if stop.set:
+                        raise KeyboardInterrupt
+                    self.fill()
+                    if not self.pending:
+                        if self.failed > self.max_failures and self.complete < self.opts.n_trials:
+                            raise RunAborted(
+                                f"stopped after {self.failed} failed trials (last: "
+                                f"{self.last_failure}); see `{self.hint('inspect')}` for the "
+                                "reasons")
+                        break
+                    done, _ = ray.wait(list(self.pending), num_returns=1, timeout=0.5)
+                    for ref in done:
+                        self.finish(ref)
+                    if self.bar is not None:
+                        self.bar.set_postfix(running=len(self.pending), failed=self.failed,
+                                             cached=self.hits, repeats=self.repeated,
+                                             refresh=False)
+        except KeyboardInterrupt:
+            n = self.abandon("interrupted (Ctrl-C or SIGTERM)")
+            raise Interrupted(
+                f"interrupted: {self.complete} finished designs kept, {n} in-flight trials "
+                f"marked failed; continue with `{self.hint('resume')}`"
+            ) from None
+        except _DatasetUnreadable as e:
+            self.abandon(f"not run: {e}")
+            raise CodesignError(f"task.data_dir: a worker cannot read the dataset ({e}); "
+                                "the run stopped, as every trial would fail the same way"
+                                ) from None
+
+    def hint(self, verb: str) -> str:
+        """The command that reaches this study, as a message suggests it."""
+        return command_hint(verb, self.study.study_name, self.opts.storage_url)
+
+    def abandon(self, reason: str) -> int:
+        """Cancel what is in flight and tell every trial not finished FAIL with ``reason``."""
+        import ray
+
+        for ref in self.pending:
+            ray.cancel(ref, force=True)
+        waiting = [q for qs in self.deferred.values() for q in qs]
+        waiting += [q for qs in self.evaluating.values() for q in qs]
+        trials = [*self.pending.values(), *waiting]
+        for p in trials:
+            p.trial.set_user_attr(A + "fail_reason", reason)
+            self.study.tell(p.trial, state=TrialState.FAIL)
+        self.pending.clear()
+        self.deferred.clear()
+        self.evaluating.clear()
+        return len(trials)
+
+    # ---------------------------------------------------------------- asking
+
+    def in_flight(self) -> int:
+        """Distinct designs being evaluated (running, or waiting for their training)."""
+        return len(self.evaluating)
+
+    def fill(self) -> None:
+        """Ask new trials while fewer than ``workers`` evaluations run and the distinct
+        designs finished and in flight are short of ``n_trials``."""
+        while (len(self.pending) < self.opts.workers
+               and self.complete + self.in_flight() < self.opts.n_trials
+               and self.failed <= self.max_failures):
+            if self.streak >= MAX_REPEAT_STREAK:  # ask again once a result has come back
+                self.exhausted = not self.pending and not self.evaluating
+                return
+            trial = self.study.ask(self.dists)
+            design = self.cfg.space.decode(trial.params)
+            key, dkey = design.training_key(self.task), design.design_key()
+            trial.set_user_attr(A + "design", design.to_dict())
+            trial.set_user_attr(A + "design_key", dkey)
+            trial.set_user_attr(A + "training_key", key)
+            trial.set_user_attr(A + "driver", _driver_id())
+            p = _Pending(trial, design, key, dkey, self.cache.get(key), 0, time.perf_counter())
+            if dkey in self.known:
+                self.tell_repeat(p, self.known[dkey])
+                self.streak += 1
+            elif dkey in self.evaluating:  # the same design is running: wait for it
+                self.evaluating[dkey].append(p)
+                self.streak += 1
+            else:
+                self.streak = 0
+                self.evaluating[dkey] = []
+                self.start(p)
+
+    def start(self, p: _Pending) -> None:
+        if p.hit is None and p.key in self.diverged and _within_budgets(p.design, self.cfg):
             # training this network failed deterministically before: do not train it again
             # (an over-budget design is still dispatched: it is priced, never trained)
-            fail(p, f"not trained: the same network failed in {diverged[p.key]}")
+            self.fail(p, f"not trained: the same network failed in {self.diverged[p.key]}")
+            self.done_with(p, None)
             return
         if p.hit is None:
-            if p.key in training_now:
-                deferred.setdefault(p.key, []).append(p)
+            if p.key in self.training_now:
+                self.deferred.setdefault(p.key, []).append(p)
                 return
-            training_now.add(p.key)
-        dispatch(p)
+            self.training_now.add(p.key)
+        self.dispatch(p)
 
-    def release(p: _Pending) -> None:
+    def dispatch(self, p: _Pending) -> None:
+        warm = self.warm
+        init, p.warm_from = warm.pick(p.design.network) if p.hit is None else (None, None)
+        if init is not None and init is warm.checkpoint:  # the same bytes for every training:
+            init = self.checkpoint_ref  # into Ray's object store once, not copied per task
+        hit = p.hit
+        ref = self.remote.remote(p.design, self.task, self.cfg.budgets,
+                                 cached_accuracy=hit.accuracy if hit else None,
+                                 cached_input_density=hit.input_density if hit else None,
+                                 init_state=init)
+        self.pending[ref] = p
+
+    # ---------------------------------------------------------------- results
+
+    def finish(self, ref: Any) -> None:
+        """Tell the result behind ``ref`` (or retry or fail it) and start what waited."""
+        import ray
+
+        p = self.pending.pop(ref)
+        self.streak = 0  # the sampler has something new to go on
+        told: FrozenTrial | None = None
+        try:
+            result: EvalResult = ray.get(ref)
+            told = self.tell(p, result)
+            if told.state != TrialState.COMPLETE:
+                self.failed += 1
+            else:
+                self.complete += 1
+                self.trained += result.training is not None
+                self.hits += result.cached
+                self.over_budget += not result.feasible
+                if self.bar is not None:
+                    self.bar.update(1)
+        except ray.exceptions.RayTaskError as e:
+            # the original exception (its message, not Ray's traceback text)
+            cause = e.cause if isinstance(e.cause, BaseException) else e
+            if isinstance(cause, DatasetError):
+                self.fail(p, f"{type(cause).__name__}: {cause}")
+                raise _DatasetUnreadable(str(cause)) from None
+            if isinstance(cause, InfeasibleDesign):
+                told = self.fail(p, f"unmappable: {cause}", TrialState.PRUNED)
+            elif isinstance(cause, EvaluatorError):  # deterministic: no retry
+                told = self.fail(p, f"{type(cause).__name__}: {cause}")
+                if isinstance(cause, TrainingFailed):
+                    self.diverged[p.key] = f"trial {p.trial.number} ({cause})"
+            elif self.retry(p):
+                return
+            else:
+                told = self.fail(p, f"{type(cause).__name__}: {str(cause).splitlines()[-1]}")
+        except ray.exceptions.RayError as e:  # worker died, task lost
+            if self.retry(p):
+                return
+            told = self.fail(p, f"{type(e).__name__}: {str(e).splitlines()[0]}")
+        self.release(p)
+        self.done_with(p, told)
+
+    def retry(self, p: _Pending) -> bool:
+        """Run a crashed evaluation again if it has retries left."""
+        if p.attempt >= self.cfg.execution.max_retries:
+            return False
+        p.attempt += 1
+        self.dispatch(p)
+        return True
+
+    def release(self, p: _Pending) -> None:
         """``p`` has its final outcome: start the trials that waited for its training."""
         if p.hit is not None:
             return
-        training_now.discard(p.key)
-        for q in deferred.pop(p.key, []):
-            q.hit = cache.get(p.key)
-            start(q)
+        self.training_now.discard(p.key)
+        for q in self.deferred.pop(p.key, []):
+            q.hit = self.cache.get(p.key)
+            self.start(q)
 
-    def retry(p: _Pending) -> bool:
-        """Run a crashed evaluation again if it has retries left."""
-        if p.attempt >= cfg.execution.max_retries:
-            return False
-        p.attempt += 1
-        dispatch(p)
-        return True
+    def done_with(self, p: _Pending, told: FrozenTrial | None) -> None:
+        """The evaluation of ``p``'s design ended as ``told``: a finished or unmappable
+        design is known from now on and its waiting repeats are told so; after a failure
+        the first of them evaluates the design again."""
+        waiting = self.evaluating.pop(p.dkey, [])
+        if told is not None and told.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            self.known[p.dkey] = told
+            for q in waiting:
+                self.tell_repeat(q, told)
+        elif waiting:
+            first, *rest = waiting
+            self.evaluating[p.dkey] = rest
+            first.hit = self.cache.get(first.key)
+            self.start(first)
 
-    def n_deferred() -> int:
-        return sum(len(v) for v in deferred.values())
-
-    def fail(p: _Pending, reason: str, state: TrialState = TrialState.FAIL) -> None:
-        nonlocal failed, last_failure
+    def fail(self, p: _Pending, reason: str, state: TrialState = TrialState.FAIL
+             ) -> FrozenTrial:
         p.trial.set_user_attr(A + "fail_reason", reason[:2000])
         p.trial.set_user_attr(A + "attempts", p.attempt + 1)
-        study.tell(p.trial, state=state)
-        failed += 1
-        last_failure = reason
+        told = self.study.tell(p.trial, state=state)
+        self.failed += 1
+        self.last_failure = reason
         log.info("trial %d %s: %s", p.trial.number, state.name.lower(), reason)
+        return told
 
-    try:
-        with _graceful_stop() as stop:
-            while True:
-                if stop.set:
-                    raise KeyboardInterrupt
-                while (len(pending) < opts.workers
-                       and complete + len(pending) + n_deferred() < opts.n_trials):
-                    if failed > max_failures:
-                        break
-                    trial = study.ask(dists)
-                    design = space.decode(trial.params)
-                    key = design.training_key(task)
-                    trial.set_user_attr(A + "design", design.to_dict())
-                    trial.set_user_attr(A + "training_key", key)
-                    trial.set_user_attr(A + "driver", _driver_id())
-                    start(_Pending(trial, design, key, cache.get(key), 0,
-                                   time.perf_counter()))
-                if not pending:
-                    if failed > max_failures and complete < opts.n_trials:
-                        raise RunAborted(
-                            f"stopped after {failed} failed trials (last: {last_failure}); "
-                            "see `codesign inspect` for the reasons"
-                        )
-                    break
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-                for ref in done:
-                    p = pending.pop(ref)
-                    try:
-                        result: EvalResult = ray.get(ref)
-                        state = _tell(study, cfg, p, result, artifacts, cache, warm)
-                        if state != TrialState.COMPLETE:
-                            failed += 1
-                            release(p)
-                            continue
-                        complete += 1
-                        trained += result.training is not None
-                        hits += result.cached
-                        if bar is not None:
-                            bar.update(1)
-                    except ray.exceptions.RayTaskError as e:
-                        # the original exception (its message, not Ray's traceback text)
-                        cause = e.cause if isinstance(e.cause, BaseException) else e
-                        if isinstance(cause, InfeasibleDesign):
-                            fail(p, f"unmappable: {cause}", TrialState.PRUNED)
-                        elif isinstance(cause, EvaluatorError):  # deterministic: no retry
-                            fail(p, f"{type(cause).__name__}: {cause}")
-                            if isinstance(cause, TrainingFailed):
-                                diverged[p.key] = f"trial {p.trial.number} ({cause})"
-                        elif retry(p):
-                            continue
-                        else:
-                            fail(p, f"{type(cause).__name__}: {str(cause).splitlines()[-1]}")
-                    except ray.exceptions.RayError as e:  # worker died, task lost
-                        if retry(p):
-                            continue
-                        fail(p, f"{type(e).__name__}: {str(e).splitlines()[0]}")
-                    release(p)
-                if bar is not None:
-                    bar.set_postfix(running=len(pending), failed=failed, cached=hits,
-                                    refresh=False)
-    except KeyboardInterrupt:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        waiting = [q for qs in deferred.values() for q in qs]
-        for p in [*pending.values(), *waiting]:
-            p.trial.set_user_attr(A + "fail_reason", "interrupted (Ctrl-C or SIGTERM)")
-            study.tell(p.trial, state=TrialState.FAIL)
-        raise Interrupted(
-            f"interrupted: {complete} finished trials kept, {len(pending) + len(waiting)} "
-            f"in-flight trials marked failed; continue with "
-            f"`codesign resume {study.study_name}`"
-        ) from None
-    finally:
-        if bar is not None:
-            bar.close()
-    return RunSummary(complete, failed, requeued, trained, hits,
-                      time.perf_counter() - t_start)
+    def tell(self, p: _Pending, result: EvalResult) -> FrozenTrial:
+        trial = p.trial
+        hw = result.hardware.to_dict()
+        if "resources" in hw:  # a programmable device's use, kept with the network's figures
+            hw["total"]["resources"] = hw["resources"]
+        attrs: dict[str, Any] = {
+            "feasible": result.feasible,
+            "infeasible_reason": result.infeasible_reason,
+            "accuracy": result.accuracy,
+            "hw": hw["total"],
+            "layers": hw["layers"],
+            "trained": result.training is not None,
+            "cached": result.cached,
+            "hw_seconds": result.hw_seconds,
+            "attempts": p.attempt + 1,
+            "wall_seconds": time.perf_counter() - p.started,
+            "constraint_names": list(result.constraints),
+        }
+        if result.training is not None:
+            tr = result.training
+            attrs["train_seconds"] = tr.train_seconds
+            attrs["train_steps"] = tr.steps
+            attrs["train_loss"] = tr.train_loss
+            attrs["device"] = tr.device
+            attrs["input_density"] = tr.input_density or None
+            if p.warm_from is not None:
+                attrs["warm_from"] = p.warm_from
+                attrs["warm_tensors"] = tr.warm_started_tensors
+            if tr.state_dict:
+                path = self.opts.artifacts / "weights" / f"{result.training_key}.pt"
+                if not path.exists():
+                    write_atomic(path, tr.state_dict)
+                attrs["weights"] = str(path)
+        elif p.hit is not None:  # priced with the cached training's zeros
+            if result.cached:
+                attrs["weights"] = p.hit.weights
+            attrs["input_density"] = p.hit.input_density
+        for k, v in attrs.items():
+            trial.set_user_attr(A + k, v)
+        set_constraints(self.study, trial, list(result.constraints.values()))
+        told = self.study.tell(trial, objective_values(result, self.cfg.objectives))
+        if told.state == TrialState.COMPLETE:
+            done = {A + k: v for k, v in attrs.items()} | {A + "training_key": p.key,
+                                                            A + "design": p.design.to_dict()}
+            self.cache.add(done)
+            self.warm.add(done)
+        return told
 
-
-def _tell(
-    study: optuna.Study,
-    cfg: ExperimentConfig,
-    p: _Pending,
-    result: EvalResult,
-    artifacts: Path,
-    cache: TrainingCache,
-    warm: WarmStarts,
-) -> TrialState:
-    trial = p.trial
-    hw = result.hardware.to_dict()
-    if "resources" in hw:  # a programmable device's use, kept with the network's figures
-        hw["total"]["resources"] = hw["resources"]
-    attrs: dict[str, Any] = {
-        "feasible": result.feasible,
-        "infeasible_reason": result.infeasible_reason,
-        "accuracy": result.accuracy,
-        "hw": hw["total"],
-        "layers": hw["layers"],
-        "trained": result.training is not None,
-        "cached": result.cached,
-        "hw_seconds": result.hw_seconds,
-        "attempts": p.attempt + 1,
-        "wall_seconds": time.perf_counter() - p.started,
-    }
-    if result.training is not None:
-        tr = result.training
-        attrs["train_seconds"] = tr.train_seconds
-        attrs["train_steps"] = tr.steps
-        attrs["train_loss"] = tr.train_loss
-        attrs["device"] = tr.device
-        attrs["input_density"] = tr.input_density or None
-        if p.warm_from is not None:
-            attrs["warm_from"] = p.warm_from
-            attrs["warm_tensors"] = tr.warm_started_tensors
-        if tr.state_dict:
-            path = artifacts / "weights" / f"{result.training_key}.pt"
-            if not path.exists():
-                _write_atomic(path, tr.state_dict)
-            attrs["weights"] = str(path)
-    elif p.hit is not None:  # priced with the cached training's zeros
-        if result.cached:
-            attrs["weights"] = p.hit.weights
-        attrs["input_density"] = p.hit.input_density
-    for k, v in attrs.items():
-        trial.set_user_attr(A + k, v)
-    for name, value in result.constraints.items():
-        trial.set_constraint(name, value)
-    told = study.tell(trial, objective_values(result, cfg.objectives))
-    if told.state == TrialState.COMPLETE:
-        done = {A + k: v for k, v in attrs.items()} | {A + "training_key": p.key,
-                                                        A + "design": p.design.to_dict()}
-        cache.add(done)
-        warm.add(done)
-    return told.state
+    def tell_repeat(self, p: _Pending, first: FrozenTrial) -> None:
+        """Tell ``p`` (a repeat of the design of trial ``first``) with ``first``'s outcome,
+        without evaluating anything."""
+        trial = p.trial
+        trial.set_user_attr(A + "repeat_of", first.number)
+        self.repeated += 1
+        if first.state == TrialState.PRUNED:
+            trial.set_user_attr(A + "fail_reason", first.user_attrs.get(A + "fail_reason", ""))
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return
+        for k in ("feasible", "infeasible_reason", "accuracy", "hw", "input_density",
+                  "weights"):
+            if A + k in first.user_attrs:
+                trial.set_user_attr(A + k, first.user_attrs[A + k])
+        trial.set_user_attr(A + "trained", False)
+        trial.set_user_attr(A + "cached", False)
+        named = constraints_of(first)
+        trial.set_user_attr(A + "constraint_names", list(named))
+        set_constraints(self.study, trial, list(named.values()))
+        self.study.tell(trial, list(first.values))
 
 
 def _progress(opts: RunOptions, name: str, initial: int) -> Any:
@@ -573,5 +753,5 @@ def _progress(opts: RunOptions, name: str, initial: int) -> Any:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=opts.n_trials, initial=initial, desc=name, unit="trial",
+    return tqdm(total=opts.n_trials, initial=initial, desc=name, unit="design",
                 file=sys.stderr, dynamic_ncols=True, smoothing=0.1)

@@ -29,3 +29,14 @@ def make(cfg: SamplerConfig, *, seed: int) -> optuna.samplers.BaseSampler:
     if cfg.name == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, **o)
     raise AssertionError(f"unvalidated sampler {cfg.name!r}")
+
+
+def session_seed(seed: int, n_existing: int) -> int:
+    """The sampler seed of a driver session that finds ``n_existing`` trials in its study:
+    ``seed`` for a new study, else one derived from both, so that a resumed sampler does not
+    replay the draws it made the first time (reproducible from the study's state)."""
+    if n_existing == 0:
+        return seed
+    from evaluators.specs import stable_hash
+
+    return int(stable_hash({"seed": seed, "trials": n_existing}), 16) % 2**32

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.metadata
 import os
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,28 @@ from optuna.trial import TrialState
 
 from codesign.config import SCHEMA_VERSION, ExperimentConfig, from_mapping
 from codesign.errors import StorageError, StudyConflict
+from codesign.urls import display_url, has_password, without_password
 
 A = "codesign."  # prefix of every study and trial user attribute codesign writes
 ATTR_EXPERIMENT = "codesign.experiment"
 ATTR_FINGERPRINT = "codesign.fingerprint"
 ATTR_PROVENANCE = "codesign.provenance"
 ATTR_OBJECTIVES = "codesign.objectives"
+ATTR_ARTIFACTS = "codesign.artifacts_dir"  # where the study's trained weights are kept
+ATTR_TARGET = "codesign.n_trials_target"  # the finished-design target of the latest session
+
+def command_hint(verb: str, name: str, url: str, *extra: str) -> str:
+    """The ``codesign VERB NAME ...`` command line that reaches study ``name`` in ``url``,
+    as a message suggests it: ``--storage`` is given unless ``url`` is the default location.
+    A password is never printed: the command then names the URL without it, and PostgreSQL
+    takes it from ``PGPASSWORD`` or ``~/.pgpass`` (libpq's own places)."""
+    words = ["codesign", verb, shlex.quote(name)]
+    if os.path.normpath(url) != os.path.normpath(default_url(name)):
+        words += ["--storage", shlex.quote(without_password(url))]
+    text = " ".join([*words, *extra])
+    if has_password(url):
+        text += " (with the database password in PGPASSWORD or ~/.pgpass)"
+    return text
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -57,33 +74,34 @@ def open_storage(
     Raises:
         StorageError: one line saying what is wrong with the URL or the server.
     """
+    shown = display_url(url)
     if url.startswith("sqlite:") and _sqlite_path(url) is None:
-        raise StorageError(f"{url}: an in-memory database would lose the study; give a file, "
+        raise StorageError(f"{shown}: an in-memory database would lose the study; give a file, "
                            "e.g. sqlite:///runs/NAME.db")
     if url.startswith("journal:"):
         path = Path(url[len("journal:"):].removeprefix("//"))
         if not str(path) or str(path) == ".":
-            raise StorageError(f"{url}: give a journal file, e.g. journal:runs/NAME.log")
+            raise StorageError(f"{shown}: give a journal file, e.g. journal:runs/NAME.log")
         if must_exist and not path.is_file():
-            raise StorageError(f"{url}: no such journal file")
+            raise StorageError(f"{shown}: no such journal file")
         _check_parent(url, path, create_dirs)
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         try:
             return JournalStorage(JournalFileBackend(str(path)))
         except OSError as e:
-            raise StorageError(f"{url}: cannot open the journal file ({e})") from None
+            raise StorageError(f"{shown}: cannot open the journal file ({e})") from None
     scheme = url.split(":", 1)[0]
     if scheme not in ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg",
                       "mysql", "mysql+pymysql"):
-        raise StorageError(f"{url}: unsupported storage URL; use sqlite:///FILE.db, "
+        raise StorageError(f"{shown}: unsupported storage URL; use sqlite:///FILE.db, "
                            "postgresql://USER@HOST/DB or journal:FILE.log")
     engine_kwargs: dict[str, Any] = {}
     sqlite = _sqlite_path(url)
     if sqlite is not None:
         created = not sqlite.exists()
         if must_exist and created:
-            raise StorageError(f"{url}: no such database file")
+            raise StorageError(f"{shown}: no such database file")
         _check_parent(url, sqlite, create_dirs)
         engine_kwargs = {"connect_args": {"timeout": 30}}
     else:
@@ -94,23 +112,24 @@ def open_storage(
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
                                           skip_compatibility_check=False)
     except ModuleNotFoundError as e:
-        raise StorageError(f"{url}: the database driver is not installed ({e.name}); for "
+        raise StorageError(f"{shown}: the database driver is not installed ({e.name}); for "
                            "PostgreSQL run `pip install psycopg2-binary`") from None
     except Exception as e:  # sqlalchemy raises many types; all mean "cannot open"
         if sqlite is not None and created and sqlite.exists():
             sqlite.unlink()  # leave nothing half-made behind
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-        raise StorageError(f"{url}: cannot open the storage ({reason})") from None
+        raise StorageError(f"{shown}: cannot open the storage ({reason})") from None
 
 
 def _check_parent(url: str, path: Path, create: bool) -> None:
+    shown = display_url(url)
     parent = path.parent if str(path.parent) else Path(".")
     if parent.is_dir():
         return
     if create:
         parent.mkdir(parents=True, exist_ok=True)
         return
-    raise StorageError(f"{url}: folder {str(parent)!r} does not exist")
+    raise StorageError(f"{shown}: folder {str(parent)!r} does not exist")
 
 
 def provenance() -> dict[str, Any]:
@@ -148,7 +167,7 @@ def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
 
 
 def create_or_load(
-    cfg: ExperimentConfig, storage: optuna.storages.BaseStorage, *, sampler: Any
+    cfg: ExperimentConfig, storage: optuna.storages.BaseStorage, url: str, *, sampler: Any
 ) -> tuple[optuna.Study, bool]:
     """Create the study of ``cfg``, or load it if it exists with the same experiment.
 
@@ -172,7 +191,7 @@ def create_or_load(
             raise StudyConflict(
                 f"study {name!r} already exists in this storage with a different experiment "
                 f"(changed: {', '.join(changed) or 'unknown'}); choose a new study.name, or "
-                f"`codesign resume {name} --storage URL` (the same storage) to continue it"
+                f"`{command_hint('resume', name, url)}` to continue the stored experiment"
             )
         return study, False
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
@@ -182,6 +201,8 @@ def create_or_load(
     study.set_user_attr(ATTR_FINGERPRINT, cfg.fingerprint())
     study.set_user_attr(ATTR_OBJECTIVES, list(cfg.objectives))
     study.set_user_attr(ATTR_PROVENANCE, provenance())
+    study.set_user_attr(ATTR_ARTIFACTS, str(cfg.study.artifacts_dir
+                                            or default_artifacts_dir(name, url)))
     return study, True
 
 
@@ -217,16 +238,17 @@ def load_existing(
     name: str, storage: optuna.storages.BaseStorage, url: str
 ) -> tuple[optuna.Study, ExperimentConfig]:
     """Load a codesign study by name and rebuild its experiment from the stored copy."""
+    shown = display_url(url)
     if not study_exists(storage, name):
         names = [s.study_name for s in storage.get_all_studies()]
-        raise StorageError(f"{url}: no study named {name!r} (studies here: "
+        raise StorageError(f"{shown}: no study named {name!r} (studies here: "
                            f"{', '.join(names) or 'none'})")
     study = optuna.load_study(study_name=name, storage=storage)
     raw = study.user_attrs.get(ATTR_EXPERIMENT)
     if raw is None:
-        raise StorageError(f"{url}: study {name!r} was not made by codesign (no stored "
+        raise StorageError(f"{shown}: study {name!r} was not made by codesign (no stored "
                            "experiment)")
-    cfg = from_mapping(raw, source=f"{url}#{name}", check_data=False)
+    cfg = from_mapping(raw, source=f"{shown}#{name}", check_data=False)
     return study, cfg
 
 
@@ -239,6 +261,30 @@ def counts_by_state(study: optuna.Study) -> dict[str, int]:
 
 def default_url(name: str) -> str:
     return f"sqlite:///runs/{name}.db"
+
+
+def _storage_file(url: str) -> Path | None:
+    """The file behind a SQLite or journal URL (``None`` for a database server)."""
+    if url.startswith("journal:"):
+        return Path(url[len("journal:"):].removeprefix("//"))
+    return _sqlite_path(url)
+
+
+def default_artifacts_dir(name: str, url: str) -> Path:
+    """Where a new study keeps its trained weights unless ``study.artifacts_dir`` says:
+    beside its SQLite or journal file (``runs/NAME.db`` -> ``runs/NAME-artifacts``), else
+    (a database server) ``runs/NAME-artifacts`` in the working folder. Absolute."""
+    file = _storage_file(url)
+    if file is None:
+        return Path("runs", f"{name}-artifacts").resolve()
+    return (file.parent / f"{file.stem}-artifacts").resolve()
+
+
+def artifacts_dir(study: optuna.Study, cfg: ExperimentConfig, url: str) -> Path:
+    """The folder holding ``study``'s trained weights: the one chosen when it was created
+    (a study begun by an older codesign: its stored ``study.artifacts_dir``)."""
+    stored = study.user_attrs.get(ATTR_ARTIFACTS) or cfg.study.artifacts_dir
+    return Path(stored) if stored else default_artifacts_dir(study.study_name, url)
 
 
 def is_default_location(url: str) -> bool:

@@ -224,6 +224,8 @@ class AcceleratorSpec:
         dataflow: ``ws`` (weight-), ``os`` (output-) or ``is`` (input-stationary).
         pe_rows, pe_cols: array sides in PEs.
         glb_kib: on-chip global buffer shared by inputs, weights and partial sums, KiB.
+            Unset (``None``): SCALE-Sim's default SRAM (192 KiB), grown with the array
+            beyond 32 x 32 PEs (3 MiB at 128 x 128; ``default_glb_kib``).
         glb_bytes_per_cycle: GLB bandwidth (reads + writes), bytes per cycle; 0: as much as
             the array needs (SCALE-Sim's assumption).
         rf_bytes: register file per PE, bytes (holds the stationary operand; two words of it
@@ -253,7 +255,7 @@ class AcceleratorSpec:
     dataflow: str = "ws"
     pe_rows: int = 32
     pe_cols: int = 32
-    glb_kib: float = 64.0
+    glb_kib: float = None  # type: ignore[assignment]  # None -> sized with the array
     glb_bytes_per_cycle: float = 0.0
     rf_bytes: int = 4
     dram_gbps: float = 16.0
@@ -269,12 +271,35 @@ class AcceleratorSpec:
     tech_node_nm: float = 45.0
     sram_device: str = "itrs-lop"
 
+    def __post_init__(self) -> None:
+        if self.glb_kib is None:
+            object.__setattr__(self, "glb_kib", default_glb_kib(self.pe_rows, self.pe_cols))
+
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AcceleratorSpec:
         return cls(**d)
+
+
+# SCALE-Sim's default configuration (configs/scale.cfg of SCALE-Sim v2 and v3): a 32 x 32
+# array with IfmapSramSzkB = FilterSramSzkB = OfmapSramSzkB = 64, i.e. 192 KiB of SRAM for
+# 1,024 PEs. A systolic accelerator file that leaves glb_kib out gets that much, and as much
+# per PE on a larger array, so a minimal file prices every layer SCALE-Sim's defaults price
+# (the largest smallest tile is one fold of 32-bit partial sums, 4 B per PE, under os/is).
+SCALESIM_SRAM_KIB = 3 * 64.0
+SCALESIM_SRAM_KIB_PER_PE = SCALESIM_SRAM_KIB / (32 * 32)
+
+
+def default_glb_kib(pe_rows: Any, pe_cols: Any) -> float:
+    """The GLB of an accelerator that sets none: ``SCALESIM_SRAM_KIB``, or
+    ``SCALESIM_SRAM_KIB_PER_PE`` per PE where that is more (an array of invalid sides gets
+    the former; its sides are reported on their own)."""
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+             for v in (pe_rows, pe_cols))
+    pes = pe_rows * pe_cols if ok else 0
+    return max(SCALESIM_SRAM_KIB, SCALESIM_SRAM_KIB_PER_PE * pes)
 
 
 @dataclass(frozen=True)
@@ -503,9 +528,19 @@ class DesignPoint:
         t.pop("num_threads")  # does not change results
         t.pop("device")
         t.pop("deploy_input", None)  # sets the hardware workload, not the weights
+        return stable_hash({"network": self._network_key(), "task": t})
+
+    def design_key(self) -> str:
+        """Stable key of the whole design (network and accelerator): two trials with equal
+        keys evaluate the same design. Fields added later are left out at their defaults,
+        as in :meth:`training_key`."""
+        return stable_hash({"network": self._network_key(),
+                            "accelerator": self.accelerator.to_dict()})
+
+    def _network_key(self) -> dict[str, Any]:
         net = _drop_defaults(self.network.to_dict(), _NETWORK_ADDED)
         net["stages"] = [_drop_defaults(s, _STAGE_ADDED) for s in net["stages"]]
-        return stable_hash({"network": net, "task": t})
+        return net
 
     def to_dict(self) -> dict[str, Any]:
         return {"network": self.network.to_dict(), "accelerator": self.accelerator.to_dict()}

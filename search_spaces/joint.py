@@ -43,6 +43,7 @@ from evaluators.specs import (
     StageSpec,
 )
 from search_spaces.dims import (
+    Choice,
     Dim,
     KeySpec,
     SpaceError,
@@ -207,6 +208,15 @@ class JointSpace:
                 out[name] = dist
         return out
 
+    def example_params(self) -> dict[str, Any]:
+        """A complete point of the space (every searched parameter, at its first choice or
+        lower bound): a skeleton for ``codesign evaluate --params``."""
+        out = {}
+        for name in self.distributions():
+            dim = self.dims[name]
+            out[name] = dim.choices[0] if isinstance(dim, Choice) else dim.low  # type: ignore
+        return out
+
     def fixed(self) -> dict[str, Any]:
         return {n: d.value for n, d in self.dims.items() if distribution(d) is None}
 
@@ -302,8 +312,12 @@ def build(
     input_hw: int,
     num_classes: int,
     path: str = "space",
+    base_dir: str | None = None,
 ) -> JointSpace:
     """Validate the ``space`` section and build the joint space.
+
+    ``base_dir``: the folder a relative ``accelerator.file`` is found from (the experiment
+    YAML's folder; ``None``: the working folder).
 
     Raises:
         SpaceError: with every problem found (dotted key paths under ``path``).
@@ -324,7 +338,7 @@ def build(
             raw = {}
         if prefix == "hw":
             n = len(problems)
-            raw, keys = _accelerator_part(raw, f"{path}.{part}", problems)
+            raw, keys = _accelerator_part(raw, f"{path}.{part}", problems, base_dir)
             if len(problems) > n:  # no template to check the other keys against
                 continue
         for key in sorted(set(map(str, raw)) - set(keys)):
@@ -363,14 +377,16 @@ def build(
 
 
 def _accelerator_part(
-    raw: Mapping[str, Any], path: str, problems: list[tuple[str, str]]
+    raw: Mapping[str, Any], path: str, problems: list[tuple[str, str]],
+    base_dir: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, KeySpec]]:
     """``space.accelerator`` with its ``file`` (if any) folded in: ``(raw, keys)``.
 
     ``file`` names an accelerator YAML (read like ``codesign hw`` reads it; a relative path
-    from the working folder); its values become the defaults of the keys, and the keys
-    written beside it override them (a list or range there is searched). ``template`` comes
-    from the space, else from the file, else ``systolic``; one template per study.
+    from ``base_dir``, the experiment's folder); its values become the defaults of the keys,
+    and the keys written beside it override them (a list or range there is searched).
+    ``template`` comes from the space, else from the file, else ``systolic``; one template
+    per study.
     """
     raw = {str(k): v for k, v in raw.items()}
     base: dict[str, Any] = {}
@@ -379,11 +395,12 @@ def _accelerator_part(
         if not isinstance(file, str):
             problems.append((f"{path}.{FILE_KEY}", f"expected a path, got {file!r}"))
         else:
+            where = base_dir or os.getcwd()
             try:
-                base = load_accelerator_yaml(file).to_dict()
+                base = load_accelerator_yaml(os.path.join(where, file)).to_dict()
             except EvaluatorError as e:
-                where = "" if os.path.isabs(file) else f" (from the working folder {os.getcwd()})"
-                problems.append((f"{path}.{FILE_KEY}", f"{e}{where}"))
+                note = "" if os.path.isabs(file) else f" (relative paths are found from {where})"
+                problems.append((f"{path}.{FILE_KEY}", f"{e}{note}"))
     template = raw.get("template", base.get("template", "systolic"))
     if not isinstance(template, str) or template not in TEMPLATE_FIELDS:
         hint = (" (one template per study: run a study for each)"

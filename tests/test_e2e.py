@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -19,10 +20,12 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from cli_helpers import ENV, ROOT, codesign
 from optuna.trial import TrialState
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+from codesign.report import constraints_of
+
+pytestmark = pytest.mark.slow  # real Ray, whole studies
 
 
 def experiment(name: str, n_trials: int, **overrides: dict) -> dict:
@@ -45,11 +48,6 @@ def experiment(name: str, n_trials: int, **overrides: dict) -> dict:
     for section, values in overrides.items():
         exp[section] = {**exp.get(section, {}), **values}
     return exp
-
-
-def codesign(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "codesign", *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def load(cwd: Path, name: str) -> optuna.Study:
@@ -101,7 +99,7 @@ def test_run_finishes_with_pareto_table(small_study: tuple[Path, subprocess.Comp
     assert max(t.values[0] for t in trained) > 0.3
     for t in trained:
         assert Path(cwd, t.user_attrs["codesign.weights"]).is_file()
-        assert "area_mm2" in t.constraints
+        assert "area_mm2" in constraints_of(t)
 
 
 def test_warm_start_and_deploy_resolution(small_study: tuple[Path, subprocess.CompletedProcess]
@@ -222,11 +220,22 @@ def test_training_cache_trains_each_network_once(tmp_path: Path) -> None:
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
     proc = codesign("run", "exp.yaml", "--no-progress", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    done = load(tmp_path, "hwonly").get_trials(states=(TrialState.COMPLETE,))
-    assert len(done) == 6
+    study = load(tmp_path, "hwonly")
+    every = study.get_trials(states=(TrialState.COMPLETE,))
+    # 16 designs in the space: the random sampler proposes some twice; a repeat is recorded
+    # with its first trial's values, and n_trials counts distinct designs
+    done = [t for t in every if "codesign.repeat_of" not in t.user_attrs]
+    assert len(done) == 6 and len({t.user_attrs["codesign.design_key"] for t in done}) == 6
+    first = {t.number: t for t in done}
+    for t in every:
+        if "codesign.repeat_of" in t.user_attrs:
+            original = first[t.user_attrs["codesign.repeat_of"]]
+            assert t.values == original.values and t.constraints == original.constraints
+            assert t.user_attrs["codesign.design_key"] == original.user_attrs[
+                "codesign.design_key"]
     assert sum(t.user_attrs["codesign.trained"] for t in done) == 1
     assert sum(t.user_attrs["codesign.cached"] for t in done) == 5
-    assert len({t.values[0] for t in done}) == 1
+    assert len({t.values[0] for t in every}) == 1
     # the input zeros measured in the one training price every trial, cached ones included:
     # zero gating (on by default) lowers the energy, never the cycles
     from evaluators.evaluate import price
@@ -259,8 +268,9 @@ def test_fpga_study_resources_are_constraints_and_exports_round_trip(tmp_path: P
     proc = codesign("run", "exp.yaml", "--no-progress", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dsp" in proc.stdout and "bram36" in proc.stdout  # the Pareto table's columns
-    done = load(tmp_path, "fpga").get_trials(states=(TrialState.COMPLETE,))
-    assert len(done) == 6
+    done = [t for t in load(tmp_path, "fpga").get_trials(states=(TrialState.COMPLETE,))
+            if "codesign.repeat_of" not in t.user_attrs]
+    assert len(done) == 6  # all six designs of the space (repeated proposals aside)
     overs = []
     for t in done:
         hw = t.user_attrs["codesign.hw"]
@@ -268,8 +278,8 @@ def test_fpga_study_resources_are_constraints_and_exports_round_trip(tmp_path: P
         lanes = t.params["hw/unroll_c"] * t.params["hw/unroll_k"] * 8  # unroll_px 8 (file)
         assert dsp["used"] == -(-lanes // 4)  # 2 INT8 MACs per DSP x DSP clock ratio 2
         over = dsp["used"] > int(0.1 * 2520)
-        assert set(t.constraints) == {"power_w", "dsp", "bram36"}
-        assert (t.constraints["dsp"] > 0) is over
+        assert set(constraints_of(t)) == {"power_w", "dsp", "bram36"}
+        assert (constraints_of(t)["dsp"] > 0) is over
         assert t.user_attrs["codesign.feasible"] is not over
         assert t.user_attrs["codesign.trained"] or t.user_attrs["codesign.cached"] or over
         if over:
@@ -321,15 +331,17 @@ def test_sigkill_then_resume(tmp_path: Path) -> None:
             "codesign.fail_reason"]
 
 
-def _wait_for_complete(cwd: Path, name: str, proc: subprocess.Popen, n: int) -> dict:
+def _wait_for_complete(cwd: Path, name: str, proc: subprocess.Popen, n: int,
+                       db: Path | None = None) -> dict:
     deadline = time.time() + 180
     done: dict[int, tuple[float, ...]] = {}
+    db = db or cwd / "runs" / f"{name}.db"
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.25)
-        if not (cwd / "runs" / f"{name}.db").exists():
+        if not db.exists():
             continue
         try:
-            trials = load(cwd, name).get_trials()
+            trials = optuna.load_study(study_name=name, storage=f"sqlite:///{db}").get_trials()
         except Exception:  # noqa: BLE001 - the study may not exist yet
             continue
         done = {t.number: tuple(t.values) for t in trials if t.state == TrialState.COMPLETE}
@@ -339,22 +351,28 @@ def _wait_for_complete(cwd: Path, name: str, proc: subprocess.Popen, n: int) -> 
 
 
 def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C keeps what finished, fails what was in flight, and names the command that
+    continues the study: with its non-default storage, and that command works."""
     exp = experiment("ctrlc", 40, task={"epochs": 6})
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    (tmp_path / "elsewhere").mkdir()
+    db = tmp_path / "elsewhere" / "c.db"
+    url = f"sqlite:///{db}"
     proc = subprocess.Popen([sys.executable, "-m", "codesign", "run", "exp.yaml",
-                             "--no-progress"], cwd=tmp_path, env=ENV, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--storage", url, "--no-progress"], cwd=tmp_path, env=ENV,
+                            start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
-        before = _wait_for_complete(tmp_path, "ctrlc", proc, 3)
+        before = _wait_for_complete(tmp_path, "ctrlc", proc, 3, db)
         proc.send_signal(signal.SIGINT)  # the driver only, as a terminal's Ctrl-C would
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err[-2000:]
-    assert "interrupted" in err and "codesign resume ctrlc" in err
+    assert "interrupted" in err and f"codesign resume ctrlc --storage {url}" in err
     assert "Traceback" not in err
-    study = load(tmp_path, "ctrlc")
+    study = optuna.load_study(study_name="ctrlc", storage=url)
     assert not study.get_trials(states=(TrialState.RUNNING,))
     done = {t.number: tuple(t.values) for t in study.get_trials(states=(TrialState.COMPLETE,))}
     assert len(done) < 40
@@ -362,6 +380,14 @@ def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
         assert done[number] == values
     for t in study.get_trials(states=(TrialState.FAIL,)):
         assert t.user_attrs["codesign.fail_reason"].startswith("interrupted")
+    # the suggested command, as printed (and one design more, to keep the test short)
+    hint = err.split("continue with `", 1)[1].split("`", 1)[0]
+    words = shlex.split(hint)
+    assert words[:2] == ["codesign", "resume"]
+    again = codesign(*words[1:], "--n-trials", str(len(done) + 1), "--no-progress",
+                     cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{len(done) + 1} finished designs" in again.stdout
 
 
 def test_diverging_network_is_trained_once_then_run_aborts(tmp_path: Path) -> None:

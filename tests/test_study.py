@@ -39,9 +39,9 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def test_create_load_and_conflict(url: str) -> None:
     cfg = load(QUICKSTART)
     storage = open_storage(url)
-    study, created = create_or_load(cfg, storage, sampler=make(cfg.sampler, seed=0))
+    study, created = create_or_load(cfg, storage, url, sampler=make(cfg.sampler, seed=0))
     assert created and study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    again, created = create_or_load(cfg, storage, sampler=make(cfg.sampler, seed=0))
+    again, created = create_or_load(cfg, storage, url, sampler=make(cfg.sampler, seed=0))
     assert not created and again.study_name == "quickstart"
     # the stored experiment rebuilds the same config (what resume/inspect/export rely on)
     _, stored = load_existing("quickstart", storage, url)
@@ -51,7 +51,7 @@ def test_create_load_and_conflict(url: str) -> None:
     raw["study"]["n_trials"] = 5  # not part of the fingerprint
     changed = from_mapping(raw)
     with pytest.raises(StudyConflict, match="space.accelerator.glb_kib"):
-        create_or_load(changed, storage, sampler=None)
+        create_or_load(changed, storage, url, sampler=None)
 
 
 def test_study_from_an_older_codesign_continues(url: str) -> None:
@@ -59,7 +59,7 @@ def test_study_from_an_older_codesign_continues(url: str) -> None:
     training-cache keys of the old trials stay valid."""
     cfg = load(QUICKSTART)
     storage = open_storage(url)
-    study, _ = create_or_load(cfg, storage, sampler=None)
+    study, _ = create_or_load(cfg, storage, url, sampler=None)
     older = json.loads(json.dumps(cfg.resolved))
     for key in ("deploy_input", "warm_start", "warm_start_checkpoint"):
         del older["task"][key]
@@ -67,7 +67,7 @@ def test_study_from_an_older_codesign_continues(url: str) -> None:
         del older["space"]["compression"][key]
     study.set_user_attr("codesign.experiment", older)
     study.set_user_attr("codesign.fingerprint", "made-by-an-older-version")
-    again, created = create_or_load(cfg, storage, sampler=None)
+    again, created = create_or_load(cfg, storage, url, sampler=None)
     assert not created and again.user_attrs["codesign.fingerprint"] == cfg.fingerprint()
     # a new key set away from its default is a change
     again.set_user_attr("codesign.experiment", older)
@@ -75,7 +75,7 @@ def test_study_from_an_older_codesign_continues(url: str) -> None:
     raw = yaml.safe_load(QUICKSTART.read_text())
     raw["space"]["compression"]["rank_ratio"] = 0.5
     with pytest.raises(StudyConflict, match="space.compression.rank_ratio"):
-        create_or_load(from_mapping(raw), storage, sampler=None)
+        create_or_load(from_mapping(raw), storage, url, sampler=None)
     # a design stored without the added fields has the same training key as one with them
     design = cfg.space.decode(optuna.create_study().ask(cfg.space.distributions()).params)
     old_dict = design.to_dict()
@@ -104,7 +104,7 @@ def test_every_sampler_builds_and_asks() -> None:
 def test_requeue_stale_running_trials(url: str) -> None:
     cfg = load(QUICKSTART)
     storage = open_storage(url)
-    study, _ = create_or_load(cfg, storage, sampler=make(cfg.sampler, seed=0))
+    study, _ = create_or_load(cfg, storage, url, sampler=make(cfg.sampler, seed=0))
     import os
     import socket
 
@@ -130,7 +130,7 @@ def test_requeue_stale_running_trials(url: str) -> None:
 
 def test_training_cache_reads_completed_trials(url: str) -> None:
     cfg = load(QUICKSTART)
-    study, _ = create_or_load(cfg, open_storage(url), sampler=None)
+    study, _ = create_or_load(cfg, open_storage(url), url, sampler=None)
     t = study.ask(cfg.space.distributions())
     for k, v in {"codesign.trained": True, "codesign.training_key": "k1",
                  "codesign.accuracy": 0.9, "codesign.weights": "w.pt",
@@ -145,7 +145,7 @@ def test_training_cache_reads_completed_trials(url: str) -> None:
                  "codesign.accuracy": 0.8}.items():
         old.set_user_attr(k, v)
     study.tell(old, [0.8, 1.0, 1.0])
-    cache = TrainingCache(study)
+    cache = TrainingCache(study.get_trials(states=(TrialState.COMPLETE,)))
     assert cache.get("k1") == (0.9, "w.pt", {"s0b0": 0.5}) and cache.get("k2") is None
     assert cache.get("k3") is None  # trained again, so that it is priced with its zeros
 

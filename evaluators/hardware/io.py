@@ -203,7 +203,10 @@ def _parse_float(raw: str) -> float | None:
 
 # --------------------------------------------------------------------------- accelerator YAML
 
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(AcceleratorSpec)}
+# each field's default, whose type says how a YAML value is checked (an unset glb_kib is
+# sized with the array: its type is float)
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(AcceleratorSpec)} | {
+    "glb_kib": AcceleratorSpec().glb_kib}
 KNOWN_KEYS = tuple(_DEFAULTS)
 _CHOICES = {
     **CHOICE_FIELDS,

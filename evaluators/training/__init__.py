@@ -4,7 +4,8 @@ Public API (each function is a pure function of its arguments, keeps no module-l
 is safe to call in a Ray worker process):
 
 * :func:`dataset_info` / :func:`check_dataset_files` - cheap checks (no torch import, no data
-  read), used when an experiment is validated.
+  read), used when an experiment is validated; :func:`check_dataset_readable` reads every
+  file once (no torch), used before a run starts.
 * :func:`load_splits` - the seeded, stratified train/val/test tensors (:class:`Splits`).
 * :func:`build_model` / :func:`extract_layers` - a :class:`NetworkSpec` as a torch module and
   as the hardware workload (``ConvLayer`` tuple) of that same network.
@@ -24,6 +25,7 @@ from evaluators.training.datasets import (
     DatasetFileError,
     Splits,
     check_dataset_files,
+    check_dataset_readable,
     dataset_info,
     load_splits,
 )
@@ -37,6 +39,7 @@ __all__ = [
     "Splits",
     "build_model",
     "check_dataset_files",
+    "check_dataset_readable",
     "dataset_info",
     "evaluate_accuracy",
     "extract_layers",

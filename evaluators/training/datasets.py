@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import pickle
 import struct
@@ -41,6 +42,7 @@ __all__ = [
     "RestrictedUnpickler",
     "Splits",
     "check_dataset_files",
+    "check_dataset_readable",
     "dataset_info",
     "load_splits",
     "read_cifar_batch",
@@ -143,56 +145,83 @@ def check_dataset_files(dataset: str, data_dir: str | None) -> list[str]:
 # --------------------------------------------------------------------------- IDX (MNIST)
 
 
-def _read_bytes(path: str) -> bytes:
+# The most data bytes one dataset file may hold (decompressed), checked against its header
+# (IDX) or its size on disk (CIFAR pickles) before anything is allocated. The largest file
+# of the supported datasets is CIFAR-100's ``train`` (155 MB); 2 GiB leaves room for larger
+# IDX sets (EMNIST: 0.7 GB) and stops a crafted header or a gzip bomb at once.
+MAX_FILE_BYTES = 2 << 30
+
+
+def _open(path: str) -> io.BufferedIOBase:
+    """The file's bytes as a stream; ``.gz`` files are decompressed as they are read."""
     try:
-        if path.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        with open(path, "rb") as f:
-            return f.read()
+        return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+    except OSError as e:
+        raise _fail(path, f"cannot read file ({e.strerror or e})") from None
+
+
+def _read_at_most(f: io.BufferedIOBase, path: str, n: int) -> bytes:
+    """Up to ``n`` bytes (fewer only at the end of the data): never more is decompressed."""
+    try:
+        return f.read(n)
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise _fail(path, f"corrupt or truncated gzip stream ({e})") from None
     except OSError as e:
         raise _fail(path, f"cannot read file ({e.strerror or e})") from None
 
 
-def read_idx(path: str, *, expect_magic: int | None = None) -> np.ndarray:
+def read_idx(path: str, *, expect_magic: int | None = None,
+             max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
     """Read one IDX file (optionally gzip-compressed) into a numpy array.
 
     The IDX format: a 4-byte big-endian magic number ``0x0000TTNN`` (TT = element type, NN =
-    number of dimensions), NN big-endian uint32 sizes, then the elements, row-major.
+    number of dimensions), NN big-endian uint32 sizes, then the elements, row-major. The
+    header is read first; the data size it declares is computed exactly and refused above
+    ``max_bytes`` before any data is read or decompressed, and exactly that many bytes (plus
+    one, to detect trailing bytes) are read.
 
     Args:
         path: the file; ``.gz`` files are decompressed.
         expect_magic: if given, the exact magic number required (``0x803`` for an idx3-ubyte
             image file, ``0x801`` for idx1-ubyte labels).
+        max_bytes: the largest data size accepted.
 
     Raises:
-        DatasetFileError: unreadable, bad magic number, truncated, or trailing bytes.
+        DatasetFileError: unreadable, bad magic number, over the size limit, truncated, or
+            trailing bytes.
     """
-    raw = _read_bytes(path)
-    if len(raw) < 4:
-        raise _fail(path, f"truncated: {len(raw)} bytes, too short for the 4-byte magic number")
-    magic = struct.unpack(">I", raw[:4])[0]
-    type_code, ndim = raw[2], raw[3]
-    if raw[0] != 0 or raw[1] != 0 or type_code not in _IDX_DTYPES or ndim == 0:
-        raise _fail(path, f"bad magic number 0x{magic:08x}: not an IDX file")
-    if expect_magic is not None and magic != expect_magic:
-        raise _fail(path, f"bad magic number 0x{magic:08x}, expected 0x{expect_magic:08x}")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise _fail(path, f"truncated: header needs {header} bytes, file has {len(raw)}")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(_IDX_DTYPES[type_code])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    found = len(raw) - header
-    if found < expected:
-        raise _fail(path, f"truncated: dimensions {'x'.join(map(str, dims))} need {expected} "
-                    f"data bytes, file has {found}")
-    if found > expected:
-        raise _fail(path, f"{found - expected} unexpected bytes after the data "
-                    f"(dimensions {'x'.join(map(str, dims))})")
-    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    with _open(path) as f:
+        head = _read_at_most(f, path, 4)
+        if len(head) < 4:
+            raise _fail(path, f"truncated: {len(head)} bytes, too short for the 4-byte magic "
+                        "number")
+        magic = struct.unpack(">I", head)[0]
+        type_code, ndim = head[2], head[3]
+        if head[0] != 0 or head[1] != 0 or type_code not in _IDX_DTYPES or ndim == 0:
+            raise _fail(path, f"bad magic number 0x{magic:08x}: not an IDX file")
+        if expect_magic is not None and magic != expect_magic:
+            raise _fail(path, f"bad magic number 0x{magic:08x}, expected 0x{expect_magic:08x}")
+        sizes = _read_at_most(f, path, 4 * ndim)
+        if len(sizes) < 4 * ndim:
+            raise _fail(path, f"truncated: header needs {4 + 4 * ndim} bytes, file has "
+                        f"{4 + len(sizes)}")
+        dims = struct.unpack(f">{ndim}I", sizes)
+        dtype = np.dtype(_IDX_DTYPES[type_code])
+        expected = math.prod(dims) * dtype.itemsize  # Python ints: exact, never overflows
+        shape = "x".join(map(str, dims))
+        if expected > max_bytes:
+            raise _fail(path, f"header declares dimensions {shape} ({expected} data bytes), "
+                        f"over the {max_bytes} byte limit")
+        raw = _read_at_most(f, path, expected + 1)
+    if len(raw) < expected:
+        raise _fail(path, f"truncated: dimensions {shape} need {expected} data bytes, file "
+                    f"has {len(raw)}")
+    if len(raw) > expected:
+        header = 4 + 4 * ndim
+        extra = ("" if path.endswith(".gz")  # the rest is never decompressed
+                 else f"{os.path.getsize(path) - header - expected} ")
+        raise _fail(path, f"{extra}unexpected bytes after the data (dimensions {shape})")
+    data = np.frombuffer(raw, dtype=dtype).reshape(dims)
     return data.astype(dtype.newbyteorder("="))
 
 
@@ -238,6 +267,17 @@ def _safe_dtype(*args: Any) -> np.dtype:
     return dt
 
 
+def _no_size(kind: type) -> Any:
+    """``bytes`` / ``bytearray`` for the unpickler, refusing the ``(n)`` form: a pickle may
+    not ask for ``n`` zero bytes (a 10**12 in a few bytes of file)."""
+    def build(*args: Any) -> Any:
+        if args and isinstance(args[0], int):
+            raise pickle.UnpicklingError(f"refusing {kind.__name__}({args[0]!r}): an "
+                                         "allocation by size")
+        return kind(*args)
+    return build
+
+
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     """``_codecs.encode`` as protocol-2 pickles use it for ``bytes``: latin-1 only."""
     if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
@@ -272,6 +312,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         import builtins
 
+        if module in ("builtins", "__builtin__") and name in ("bytes", "bytearray"):
+            return _no_size(getattr(builtins, name))
         if module in ("builtins", "__builtin__") and name in self._BUILTINS:
             return getattr(builtins, name)
         if module == "numpy" and name == "ndarray":
@@ -288,17 +330,27 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise _fail(self._path, f"refusing to load object {module}.{name}")
 
 
-def read_cifar_batch(path: str, *, label_key: str, num_classes: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def read_cifar_batch(path: str, *, label_key: str, num_classes: int,
+                     max_bytes: int = MAX_FILE_BYTES) -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR python batch: ``(images uint8 N x 3 x 32 x 32, labels int64 N)``.
 
     The batch is a pickled dict with ``b'data'`` (uint8, N x 3072: 1024 red, 1024 green, 1024
     blue values, row-major) and ``label_key`` (``b'labels'`` for CIFAR-10, ``b'fine_labels'``
     for CIFAR-100), a list of N ints.
 
+    A file over ``max_bytes`` is refused before it is read (an unpickled batch is no larger
+    than its file: the unpickler builds nothing by size).
+
     Raises:
-        DatasetFileError: refused object, corrupt or truncated pickle, missing key, bad shape.
+        DatasetFileError: over the size limit, refused object, corrupt or truncated pickle,
+            missing key, bad shape.
     """
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise _fail(path, f"cannot read file ({e.strerror or e})") from None
+    if size > max_bytes:
+        raise _fail(path, f"{size} bytes, over the {max_bytes} byte limit")
     try:
         with open(path, "rb") as f:
             obj = RestrictedUnpickler(f, path=path).load()
@@ -342,6 +394,32 @@ def _read_cifar(dataset: str, data_dir: str) -> tuple[tuple[np.ndarray, np.ndarr
     train_y = np.concatenate([p[1] for p in parts[:-1]])
     test_x, test_y = parts[-1]
     return (train_x, train_y), (test_x.astype(np.float32) / 255.0, test_y)
+
+
+def _read_raw(task: TaskSpec) -> tuple[tuple[np.ndarray, np.ndarray], ...] | None:
+    """The dataset's official (train, test) arrays, read and checked; ``None`` for digits."""
+    problems = check_dataset_files(task.dataset, task.data_dir)
+    if problems:
+        raise DatasetError("; ".join(problems))
+    if task.dataset == "digits":
+        return None
+    assert task.data_dir is not None  # checked above
+    info = _INFO[task.dataset]
+    if task.dataset in ("mnist", "fashion_mnist"):
+        return (_read_mnist_pair(task.data_dir, "train", info[1], info[2]),
+                _read_mnist_pair(task.data_dir, "t10k", info[1], info[2]))
+    return _read_cifar(task.dataset, task.data_dir)
+
+
+def check_dataset_readable(task: TaskSpec) -> None:
+    """Read every file of ``task``'s dataset once, with all the checks :func:`load_splits`
+    makes (no torch): the driver calls this before a study is created or a trial starts, so
+    an unreadable dataset stops a run at once instead of failing trial after trial.
+
+    Raises:
+        DatasetError: missing files; DatasetFileError: a file is wrong (also a DatasetError).
+    """
+    _read_raw(task)
 
 
 # --------------------------------------------------------------------------- splits
@@ -422,12 +500,10 @@ def load_splits(task: TaskSpec) -> Splits:
     import torch
 
     _check_fractions(task)
-    problems = check_dataset_files(task.dataset, task.data_dir)
-    if problems:
-        raise DatasetError("; ".join(problems))
+    raw = _read_raw(task)
     info = _INFO[task.dataset]
     rng = np.random.default_rng(task.split_seed)
-    if task.dataset == "digits":
+    if raw is None:  # digits
         from sklearn.datasets import load_digits
 
         x_all, y_all = load_digits(return_X_y=True)
@@ -441,12 +517,7 @@ def load_splits(task: TaskSpec) -> Splits:
         va = (x_all[val], y_all[val])
         te = (x_all[test], y_all[test])
     else:
-        assert task.data_dir is not None  # checked above
-        if task.dataset in ("mnist", "fashion_mnist"):
-            full = _read_mnist_pair(task.data_dir, "train", info[1], info[2])
-            te = _read_mnist_pair(task.data_dir, "t10k", info[1], info[2])
-        else:
-            full, te = _read_cifar(task.dataset, task.data_dir)
+        full, te = raw
         keep, val = stratified_split(full[1], round(task.val_fraction * len(full[1])), rng)
         tr = (full[0][keep], full[1][keep])
         va = (full[0][val], full[1][val])

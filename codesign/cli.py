@@ -87,7 +87,11 @@ def _run(cfg: Any, study: Any, url: str, args: argparse.Namespace) -> int:
     try:
         summary = run_study(study, cfg, opts)
     finally:
-        mark_pareto(study, cfg)  # what optuna-dashboard shows as the feasible front
+        try:  # what optuna-dashboard shows as the feasible front; never hides the run's end
+            mark_pareto(study, cfg)
+        except Exception as e:  # noqa: BLE001
+            print(f"warning: the Pareto notes for optuna-dashboard were not written ({e})",
+                  file=sys.stderr)
     if summary.nothing_to_do:
         print(f"study {name!r} in {display_url(url)} already has {summary.complete} finished "
               f"designs (target {opts.n_trials}): nothing to do; `"
@@ -95,12 +99,13 @@ def _run(cfg: Any, study: Any, url: str, args: argparse.Namespace) -> int:
               "goes further")
         print(pareto_table(study, cfg))
         return 0
-    parts = [f"{summary.trained_now} trained", f"{summary.cache_hits_now} from the training "
-             "cache", f"{summary.over_budget_now} over budget (priced, not trained)"]
-    print(f"study {name!r} in {display_url(url)}: {summary.complete} finished designs "
-          f"({', '.join(parts)} this session; {summary.repeats_now} repeated proposals "
-          f"recorded as repeats, {summary.failed_now} failed, {summary.requeued} re-queued) "
-          f"in {summary.seconds:.1f} s; weights in {opts.artifacts}")
+    print(f"study {name!r} in {display_url(url)}: {summary.complete} finished designs; "
+          f"this session, in {summary.seconds:.1f} s: {summary.trained_now} trained, "
+          f"{summary.cache_hits_now} from the training cache, {summary.over_budget_now} over "
+          f"budget (priced, never trained), {summary.repeats_now} repeated proposals "
+          f"(recorded with their first trial's values), {summary.failed_now} failed, "
+          f"{summary.requeued} re-queued")
+    print(f"weights: {opts.artifacts}")
     if summary.exhausted:
         print(f"warning: stopped at {summary.complete} of {opts.n_trials} designs: the sampler "
               "proposed only designs already evaluated (the space may hold no more)",

@@ -23,11 +23,12 @@ import optuna
 from codesign.config import ExperimentConfig
 from codesign.optuna_adapter import live_trial
 from codesign.report import constraints_of, metrics, pareto_trials, repeats
+from evaluators.specs import stable_hash
 
 log = logging.getLogger(__name__)
 
 ATTR_PARETO = "codesign.pareto_trials"
-ATTR_NOTED = "codesign.dashboard_noted"  # trials that carry a Pareto note
+ATTR_NOTED = "codesign.dashboard_notes"  # trial number -> hash of the note codesign wrote
 
 
 def _fmt(v: object) -> str:
@@ -65,22 +66,29 @@ def mark_pareto(study: optuna.Study, cfg: ExperimentConfig) -> None:
         "",
         *rows,
     ]))
+    notes: dict[int, tuple[optuna.trial.FrozenTrial, str]] = {}
     for t in front:
         m = {k: _fmt(v) for k, v in metrics(t).items()}
         cons = ", ".join(f"{k} {v:+.3g}" for k, v in constraints_of(t).items())
         also = shared.get(t.number)
-        save_note(live_trial(study, t), "\n".join([
+        notes[t.number] = t, "\n".join([
             "**Feasible Pareto design** (codesign)",
             "",
             ", ".join(f"{k} {v}" for k, v in m.items()),
             "",
             f"Constraint values (<= 0 is within budget): {cons or 'none'}.",
             *([f"Same design as trials {', '.join(map(str, also))}."] if also else []),
-        ]))
-    gone = set(study.user_attrs.get(ATTR_NOTED, [])) - set(numbers)
+        ])
+    written = {int(k): v for k, v in study.user_attrs.get(ATTR_NOTED, {}).items()}
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    for n in sorted(gone):
+    for n in sorted(set(written) - set(numbers)):
         if n in by_number:
-            save_note(live_trial(study, by_number[n]),
-                      "No longer on the feasible Pareto front (codesign).")
-    study.set_user_attr(ATTR_NOTED, numbers)
+            notes[n] = by_number[n], "No longer on the feasible Pareto front (codesign)."
+    now = {}
+    for n, (t, body) in notes.items():
+        digest = stable_hash(body)
+        if written.get(n) != digest:  # each note is written once, when it changes
+            save_note(live_trial(study, t), body)
+        if n in numbers:
+            now[str(n)] = digest
+    study.set_user_attr(ATTR_NOTED, now)

@@ -38,19 +38,6 @@ ATTR_OBJECTIVES = "codesign.objectives"
 ATTR_ARTIFACTS = "codesign.artifacts_dir"  # where the study's trained weights are kept
 ATTR_TARGET = "codesign.n_trials_target"  # the finished-design target of the latest session
 
-def command_hint(verb: str, name: str, url: str, *extra: str) -> str:
-    """The ``codesign VERB NAME ...`` command line that reaches study ``name`` in ``url``,
-    as a message suggests it: ``--storage`` is given unless ``url`` is the default location.
-    A password is never printed: the command then names the URL without it, and PostgreSQL
-    takes it from ``PGPASSWORD`` or ``~/.pgpass`` (libpq's own places)."""
-    words = ["codesign", verb, shlex.quote(name)]
-    if os.path.normpath(url) != os.path.normpath(default_url(name)):
-        words += ["--storage", shlex.quote(without_password(url))]
-    text = " ".join([*words, *extra])
-    if has_password(url):
-        text += " (with the database password in PGPASSWORD or ~/.pgpass)"
-    return text
-
 
 def _sqlite_path(url: str) -> Path | None:
     if not url.startswith("sqlite:///"):
@@ -261,6 +248,26 @@ def counts_by_state(study: optuna.Study) -> dict[str, int]:
 
 def default_url(name: str) -> str:
     return f"sqlite:///runs/{name}.db"
+
+
+def is_default_url(url: str, name: str) -> bool:
+    """Whether ``url`` names the file ``default_url(name)`` does (from this folder)."""
+    file = _sqlite_path(url)
+    return file is not None and file.resolve() == Path("runs", f"{name}.db").resolve()
+
+
+def command_hint(verb: str, name: str, url: str, *extra: str) -> str:
+    """The ``codesign VERB NAME ...`` command line that reaches study ``name`` in ``url``,
+    as a message suggests it: ``--storage`` is given unless ``url`` is the default location.
+    A password is never printed: the command then names the URL without it, and PostgreSQL
+    takes it from ``PGPASSWORD`` or ``~/.pgpass`` (libpq's own places)."""
+    words = ["codesign", verb, shlex.quote(name)]
+    if not is_default_url(url, name):
+        words += ["--storage", shlex.quote(without_password(url))]
+    text = " ".join([*words, *extra])
+    if has_password(url):
+        text += " (with the database password in PGPASSWORD or ~/.pgpass)"
+    return text
 
 
 def _storage_file(url: str) -> Path | None:

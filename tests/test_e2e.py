@@ -301,15 +301,19 @@ def test_sigkill_then_resume(tmp_path: Path) -> None:
     # last one: at 4 epochs a whole study could finish between two polls
     exp = experiment("killme", 10, task={"epochs": 15})
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    log = (tmp_path / "run.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "codesign", "run", "exp.yaml",
                              "--no-progress"], cwd=tmp_path, env=ENV, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=log, stderr=subprocess.STDOUT)
     try:
         before = _wait_for_complete(tmp_path, "killme", proc, 3)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert 3 <= len(before) < 10, "the study should be killed mid-way"
+        log.close()
+    assert 3 <= len(before) < 10, ("the study should be killed mid-way; the run said: "
+                                   + (tmp_path / "run.log").read_text()[-3000:])
     study = load(tmp_path, "killme")
     running = study.get_trials(states=(TrialState.RUNNING,))
     # a trial killed inside `ask` may have no parameters yet: nothing to re-queue then

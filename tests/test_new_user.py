@@ -277,6 +277,7 @@ def test_hints_name_the_storage_and_never_a_password() -> None:
     assert command_hint("resume", "q", "sqlite:///runs/q.db") == "codesign resume q"
     assert command_hint("resume", "q", "sqlite:////data/q.db") == (
         "codesign resume q --storage sqlite:////data/q.db")
+    assert command_hint("inspect", "q", "sqlite:////runs/q.db").endswith("sqlite:////runs/q.db")
     hint = command_hint("resume", "q", "postgresql+psycopg://me:s3cret@127.0.0.1:5432/db")
     assert "s3cret" not in hint and "--storage postgresql+psycopg://me@127.0.0.1:5432/db" in hint
     assert "PGPASSWORD" in hint
@@ -452,7 +453,8 @@ def test_params_skeleton_feeds_evaluate_inline_and_from_stdin(
 def test_summaries_say_what_happened(nu: Nu) -> None:
     run = nu.steps["run"]
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "6 finished designs" in run.stdout and "over budget (priced, not trained)" in run.stdout
+    assert "6 finished designs" in run.stdout
+    assert "over budget (priced, never trained)" in run.stdout
     assert json.loads(nu.steps["inspect_after_run"].stdout)["n_trials_target"] == 6
     text = nu.run("inspect", "nu", "--storage", nu.url)
     assert text.returncode == 0
@@ -512,7 +514,7 @@ def test_weights_go_beside_the_storage(nu: Nu) -> None:
     trained = [t for t in study.trials if t.user_attrs.get("codesign.trained")]
     assert trained and all(Path(t.user_attrs["codesign.weights"]).parent == beside / "weights"
                            for t in trained)
-    assert f"weights in {beside}" in nu.steps["run"].stdout
+    assert f"weights: {beside}\n" in nu.steps["run"].stdout
     assert not (nu.cwd / "runs").exists()
 
 

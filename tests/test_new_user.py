@@ -25,6 +25,7 @@ import time
 import tracemalloc
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -91,6 +92,14 @@ def nu(tmp_path_factory: pytest.TempPathFactory) -> Nu:
 
 
 slow = pytest.mark.slow
+
+
+def _quickstart_study(tmp_path: Path) -> tuple[Any, optuna.Study]:
+    """The quickstart experiment and an empty study of its objectives in a SQLite file."""
+    cfg = load(ROOT / "experiments" / "quickstart.yaml")
+    study = optuna.create_study(study_name="quickstart", storage=f"sqlite:///{tmp_path}/q.db",
+                                directions=cfg.directions)
+    return cfg, study
 
 
 # ------------------------------------------------------------------ 1. export never deletes
@@ -231,10 +240,7 @@ def test_repeats_are_recorded_and_listed_once(nu: Nu) -> None:
 def test_a_resumed_sampler_does_not_replay_its_first_draws(tmp_path: Path) -> None:
     from codesign.samplers import session_seed
 
-    cfg = load(ROOT / "experiments" / "quickstart.yaml")
-    url = f"sqlite:///{tmp_path}/q.db"
-    study = optuna.create_study(study_name="quickstart", storage=url,
-                                directions=cfg.directions)
+    cfg, study = _quickstart_study(tmp_path)
     dists = cfg.space.distributions()
     study.sampler = make(cfg.sampler, seed=session_seed(cfg.study.seed, 0))
     first = []
@@ -242,7 +248,7 @@ def test_a_resumed_sampler_does_not_replay_its_first_draws(tmp_path: Path) -> No
         t = study.ask(dists)
         first.append(t.params)
         study.tell(t, [0.5, 1.0, 1.0])
-    resumed = optuna.load_study(study_name="quickstart", storage=url)
+    resumed = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{tmp_path}/q.db")
     resumed.sampler = make(cfg.sampler, seed=session_seed(cfg.study.seed, len(resumed.trials)))
     later = [resumed.ask(dists).params for _ in range(5)]
     assert session_seed(0, 0) == 0 and session_seed(0, 5) != 0
@@ -253,10 +259,7 @@ def test_older_studies_list_duplicate_designs_once(tmp_path: Path) -> None:
     """Trials of a version without repeat marks: the same design twice is one Pareto row."""
     from codesign.report import repeats
 
-    cfg = load(ROOT / "experiments" / "quickstart.yaml")
-    url = f"sqlite:///{tmp_path}/o.db"
-    study = optuna.create_study(study_name="quickstart", storage=url,
-                                directions=cfg.directions)
+    cfg, study = _quickstart_study(tmp_path)
     params = cfg.space.example_params()
     design = cfg.space.decode(params).to_dict()
     for _ in range(2):
@@ -708,10 +711,7 @@ def test_plot_panels_and_log_colours(tmp_path: Path) -> None:
 
     from codesign.plots import _figure
 
-    cfg = load(ROOT / "experiments" / "quickstart.yaml")
-    url = f"sqlite:///{tmp_path}/p.db"
-    study = optuna.create_study(study_name="quickstart", storage=url,
-                                directions=cfg.directions)
+    cfg, study = _quickstart_study(tmp_path)
     rng = np.random.default_rng(0)
     for i in range(30):
         t = study.ask(cfg.space.distributions())

@@ -35,7 +35,7 @@ import yaml
 
 from codesign.config import ExperimentConfig
 from codesign.errors import CodesignError
-from codesign.files import check_folder, check_target, own_file, publish_folder
+from codesign.files import check_folder, check_target, own_weights, publish_folder
 from codesign.report import constraints_of, metrics, pareto_trials, repeats
 from codesign.study import ATTR_PROVENANCE, A
 from codesign.urls import display_url
@@ -175,7 +175,7 @@ def _export_one(
     (folder / "layers.csv").write_text(scalesim_topology(design, cfg.task.deploy_input))
     (folder / "layer_costs.csv").write_text(_layer_costs_csv(t.user_attrs.get(A + "layers", [])))
     weights = t.user_attrs.get(A + "weights")
-    own = own_file(weights, artifacts)
+    own = own_weights(weights, artifacts, t.user_attrs.get(A + "training_key"))
     test_acc, test_note = None, None
     if own is not None:
         data = own.read_bytes()
@@ -188,8 +188,9 @@ def _export_one(
             except Exception as e:  # noqa: BLE001 - recorded, export goes on
                 test_note = f"not computed: {type(e).__name__}: {e}"
     elif weights and Path(weights).exists():
-        test_note = (f"weights {weights!r} are outside the study's artifacts folder "
-                     f"{str(artifacts)!r}: not copied")
+        test_note = (f"weights {weights!r} are not the study's own weights file (weights/"
+                     f"<training key>.pt in its artifacts folder {str(artifacts)!r}): not "
+                     "copied")
     else:
         test_note = f"no weights file ({weights!r})"
     m = metrics(t)

@@ -21,7 +21,7 @@ import optuna
 
 from codesign.config import ExperimentConfig
 from codesign.errors import OutputError
-from codesign.files import PLOT_MARK, claim_file, write_atomic
+from codesign.files import HTML_HEAD, PLOT_MARK, claim_file, write_atomic
 from codesign.report import design_key, feasible, hypervolume_history, pareto_table, pareto_trials
 
 MAX_PANEL_OBJECTIVES = 4  # pairs of the first four objectives: at most six panels
@@ -136,8 +136,7 @@ def plot_study(study: optuna.Study, cfg: ExperimentConfig, out: str | os.PathLik
     else:
         img = base64.b64encode(png).decode()
         table = html.escape(pareto_table(study, cfg))
-        data = (f"<!doctype html><meta charset='utf-8'><meta name='generator' "
-                f"content='{PLOT_MARK.decode()}'><title>{html.escape(study.study_name)}"
+        data = (f"{HTML_HEAD}<title>{html.escape(study.study_name)}"
                 f"</title><h1>{html.escape(study.study_name)}</h1>"
                 f"<img src='data:image/png;base64,{img}'><pre>{table}</pre>\n").encode()
     write_atomic(out, data)

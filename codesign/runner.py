@@ -43,7 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from codesign.config import ExperimentConfig
 from codesign.errors import CodesignError, Interrupted, RunAborted
-from codesign.files import own_file, write_atomic
+from codesign.files import own_weights, write_atomic
 from codesign.optuna_adapter import fail_stale, set_constraints
 from codesign.report import constraints_of, design_key
 from codesign.study import ATTR_TARGET, A, command_hint
@@ -215,7 +215,7 @@ class WarmStarts:
         if self.mode != "closest" or not attrs.get(A + "trained"):
             return
         design, key = attrs.get(A + "design"), attrs.get(A + "training_key")
-        path = own_file(attrs.get(A + "weights"), self._artifacts)  # never another file
+        path = own_weights(attrs.get(A + "weights"), self._artifacts, key)  # no other file
         if not (path and design and key) or key in self._keys:
             return
         from evaluators.training.model import state_shapes

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+import yaml
+
 from evaluators.hardware import MODELS
 from evaluators.hardware.io import TEMPLATE_FIELDS, load_accelerator_yaml
 from evaluators.specs import (
@@ -108,7 +110,8 @@ ACCELERATOR_KEYS: dict[str, KeySpec] = {
     ),
     "pe_rows": KeySpec("int", [8, 16, 32], between(1, 4096), "PE array rows"),
     "pe_cols": KeySpec("int", [8, 16, 32], between(1, 4096), "PE array columns"),
-    "glb_kib": KeySpec("float", [32, 64, 128], positive, "global buffer, KiB"),
+    "glb_kib": KeySpec("float", [32, 64, 128], positive,
+                       "global buffer, KiB (null: sized with each design's array)", True),
     "glb_bytes_per_cycle": KeySpec(
         "float", 0.0, at_least(0), "GLB bandwidth, bytes/cycle (0: unlimited)"
     ),
@@ -175,7 +178,10 @@ def accelerator_spec(template: str, values: Mapping[str, Any]) -> Any:
     """The template's spec from one value per key; each value is given the field's own type
     by the template's ``check_field`` (an int sampled for a float key becomes a float)."""
     fields = TEMPLATE_FIELDS[template]
-    return fields.spec(**{k: fields.check_field(k, v)[0] for k, v in values.items()})
+    # None: the spec's own default (a nullable key, e.g. a systolic glb_kib sized with the
+    # array); the spec's rules refuse it where a field has no such default
+    return fields.spec(**{k: v if v is None else fields.check_field(k, v)[0]
+                          for k, v in values.items()})
 
 
 PARTS: dict[str, tuple[str, dict[str, KeySpec]]] = {
@@ -396,11 +402,15 @@ def _accelerator_part(
             problems.append((f"{path}.{FILE_KEY}", f"expected a path, got {file!r}"))
         else:
             where = base_dir or os.getcwd()
+            full = os.path.join(where, os.path.expanduser(file))
             try:
-                base = load_accelerator_yaml(os.path.join(where, file)).to_dict()
+                spec = load_accelerator_yaml(full)
+                base = spec.to_dict()
             except EvaluatorError as e:
                 note = "" if os.path.isabs(file) else f" (relative paths are found from {where})"
                 problems.append((f"{path}.{FILE_KEY}", f"{e}{note}"))
+            else:
+                base.update(_sized_with_the_array(spec, full))
     template = raw.get("template", base.get("template", "systolic"))
     if not isinstance(template, str) or template not in TEMPLATE_FIELDS:
         hint = (" (one template per study: run a study for each)"
@@ -414,6 +424,17 @@ def _accelerator_part(
         base = {}
     raw["template"] = template
     return {**base, **raw}, accelerator_keys(template)
+
+
+def _sized_with_the_array(spec: Any, path: str) -> dict[str, Any]:
+    """The keys of a systolic accelerator file that it leaves to their array-sized default
+    (``glb_kib``), as ``None``: a design of the space that searches the array around the
+    file then gets its own default buffer, not the file's array's."""
+    if getattr(spec, "template", None) != "systolic":
+        return {}
+    with open(path, encoding="utf-8") as f:
+        written = yaml.safe_load(f) or {}  # read and checked once already
+    return {} if "glb_kib" in written else {"glb_kib": None}
 
 
 def _cross_rules(dims: dict[str, Dim], path: str, problems: list[tuple[str, str]]) -> None:

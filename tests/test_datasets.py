@@ -312,7 +312,7 @@ def test_idx_semantic_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetFileError, match="label 12 out of range"):
         load_splits(TaskSpec(dataset="mnist", data_dir=str(tmp_path)))
     write(tmp_path / "t10k-images-idx3-ubyte", idx_bytes(np.zeros((20, 27, 27), np.uint8)))
-    with pytest.raises(DatasetFileError, match="27x27, expected 28x28"):
+    with pytest.raises(DatasetFileError, match="20x27x27, expected Nx28x28"):
         load_splits(TaskSpec(dataset="mnist", data_dir=str(tmp_path)))
 
 

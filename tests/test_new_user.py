@@ -181,12 +181,65 @@ def test_publish_replaces_only_the_files_its_manifest_lists(tmp_path: Path) -> N
     assert (out / "trial_0001" / "mine.txt").read_text() == "mine"  # not ours: kept
     assert not (out / "trial_0001" / "m.yaml").exists()
     doc = json.loads((out / MANIFEST).read_text())
-    assert doc["files"] == ["index.yaml", "trial_0003/m.yaml"]
+    assert list(doc["files"]) == ["index.yaml", "trial_0003/m.yaml"]
     # a new file that would land on a foreign one: refused, nothing changed
     (out / "trial_0004").write_text("a file of mine named like a folder")
     with pytest.raises(Exception, match="codesign did not write"):
         _export_tree(out, {"trial_0004/m.yaml": "3"})
     assert (out / "index.yaml").read_text() == "2"
+
+
+def test_publish_follows_no_link_and_no_stale_or_edited_file(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    from codesign import files
+    from codesign.errors import OutputError
+
+    mine = tmp_path / "mydata"
+    mine.mkdir()
+    (mine / "weights.pt").write_text("precious")
+    out = tmp_path / "ex"
+    _export_tree(out, {"index.yaml": "1", "trial_0000/weights.pt": "w0"})
+    shutil.rmtree(out / "trial_0000")
+    (out / "trial_0000").symlink_to(mine)  # the user's folder, linked where ours was
+    _export_tree(out, {"index.yaml": "2", "trial_0001/weights.pt": "w1"})
+    assert (mine / "weights.pt").read_text() == "precious" and (out / "trial_0000").is_symlink()
+
+    (out / "index.yaml").write_text("edited by hand")  # ours once, changed since: not ours
+    with pytest.raises(OutputError, match="index.yaml, which codesign did not write"):
+        _export_tree(out, {"index.yaml": "3"})
+    assert (out / "index.yaml").read_text() == "edited by hand"
+    (out / "index.yaml").write_text("2")
+
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
+              if p.is_file() and not p.is_symlink()}
+    real_move, calls = files._move, []
+
+    def failing_move(src: Path, dst: Path) -> None:  # Ctrl-C half-way through the moves
+        calls.append(src)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        real_move(src, dst)
+
+    monkeypatch.setattr(files, "_move", failing_move)
+    with pytest.raises(KeyboardInterrupt):
+        _export_tree(out, {"index.yaml": "3", "trial_0002/weights.pt": "w2"})
+    monkeypatch.setattr(files, "_move", real_move)
+    after = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
+             if p.is_file() and not p.is_symlink()}
+    assert after == before  # the earlier export, as it was
+    assert not list(tmp_path.glob(".ex.old-*"))
+
+    checked = files.check_folder(out, "--out", overwrite=True)
+    shutil.rmtree(out)  # the folder changes after the check: the user's files now
+    (out / "trial_0001").mkdir(parents=True)
+    (out / "trial_0001" / "weights.pt").write_text("the user's")
+    tmp = tmp_path / ".ex.new"
+    (tmp / "trial_0001").mkdir(parents=True)
+    (tmp / "trial_0001" / "weights.pt").write_text("w")
+    with pytest.raises(OutputError, match="changed while the export was written"):
+        files.publish_folder(tmp, out, checked, {"study": "s"})
+    assert (out / "trial_0001" / "weights.pt").read_text() == "the user's"
 
 
 def test_a_crafted_manifest_cannot_delete_outside_the_folder(tmp_path: Path) -> None:
@@ -197,7 +250,8 @@ def test_a_crafted_manifest_cannot_delete_outside_the_folder(tmp_path: Path) -> 
     out = tmp_path / "ex"
     out.mkdir()
     (out / "x").write_text("x")
-    (out / MANIFEST).write_text(json.dumps({"codesign_export": 1, "files": ["../victim.txt"]}))
+    (out / MANIFEST).write_text(json.dumps({"codesign_export": 1,
+                                            "files": {"../victim.txt": "0" * 64}}))
     with pytest.raises(Exception, match="holds no codesign export"):
         check_folder(out, "--out", overwrite=True)
     assert victim.read_text() == "keep me"
@@ -607,6 +661,11 @@ def test_passwords_are_masked_wherever_a_url_is_shown(tmp_path: Path) -> None:
 
     secret = "postgresql+psycopg2://me:s3cret@127.0.0.1:1/db?password=s3cret"
     assert "s3cret" not in display_url(secret)
+    for url in ("postgresql://u:s3/cr?e#t@h/db", "postgresql://u:s3@cret@h:5432/db",
+                "postgresql://u@h/db?sslpassword=s3cret&sslmode=require",
+                "mysql+pymysql://u@h/db?passwd=s3cret"):
+        shown = display_url(url)
+        assert "s3" not in shown and "cret" not in shown and "***" in shown, shown
     cfg = from_mapping({"schema_version": 1, "study": {"name": "s", "storage": secret}},
                        check_data=False)
     assert "s3cret" not in json.dumps(cfg.resolved) and cfg.study.storage == secret
@@ -638,7 +697,7 @@ def test_export_masks_the_password_and_copies_only_its_own_weights(nu: Nu) -> No
     folder = out / f"trial_{target.number:04d}"
     assert not (folder / "weights.pt").exists()
     note = yaml.safe_load((folder / "metrics.yaml").read_text())["test_accuracy_note"]
-    assert "outside the study's artifacts folder" in note and str(outside) in note
+    assert "not the study's own weights file" in note and str(outside) in note
     others = [r["folder"] for r in done.rows if r["trial"] != target.number]
     assert all((out / f / "weights.pt").is_file() for f in others)
     for path in out.rglob("*"):
@@ -675,6 +734,19 @@ def test_a_minimal_file_prices_what_scalesim_defaults_price(tmp_path: Path, data
         cost = model.evaluate_layer(ConvLayer(name, h, w, r, s, c, k, stride, padding=pad))
         assert cost.total_cycles > 0
     assert acc.glb_kib == max(192.0, 192.0 * side * side / 1024)  # SCALE-Sim's scale.cfg
+
+
+def test_a_space_around_a_minimal_file_sizes_each_designs_buffer(tmp_path: Path) -> None:
+    from search_spaces import build
+
+    (tmp_path / "min.yaml").write_text(yaml.safe_dump({"template": "systolic",
+                                                       "pe_rows": 32, "pe_cols": 32}))
+    space = build({"accelerator": {"file": "min.yaml", "pe_rows": [32, 128],
+                                   "pe_cols": [32, 128]}},
+                  in_channels=1, input_hw=8, num_classes=10, base_dir=str(tmp_path))
+    big = space.decode({**space.example_params(), "hw/pe_rows": 128, "hw/pe_cols": 128})
+    assert big.accelerator.glb_kib == 3072.0
+    assert space.decode(space.example_params()).accelerator.glb_kib == 192.0
 
 
 # ------------------------------------------------------------------ 12. readability

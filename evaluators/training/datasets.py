@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import io
 import math
+import operator
 import os
 import pickle
 import struct
@@ -147,9 +148,11 @@ def check_dataset_files(dataset: str, data_dir: str | None) -> list[str]:
 
 # The most data bytes one dataset file may hold (decompressed), checked against its header
 # (IDX) or its size on disk (CIFAR pickles) before anything is allocated. The largest file
-# of the supported datasets is CIFAR-100's ``train`` (155 MB); 2 GiB leaves room for larger
-# IDX sets (EMNIST: 0.7 GB) and stops a crafted header or a gzip bomb at once.
-MAX_FILE_BYTES = 2 << 30
+# of the supported datasets is CIFAR-100's ``train`` (155 MB); 1 GiB leaves room for larger
+# IDX sets (EMNIST ByClass: 0.55 GB) and stops a crafted header or a gzip bomb at once (a
+# file's float32 copies in training take about four times its bytes).
+MAX_FILE_BYTES = 1 << 30
+MAX_IDX_DIMS = 32  # numpy's own limit is 64; an IDX file has 1 to 4
 
 
 def _open(path: str) -> io.BufferedIOBase:
@@ -171,6 +174,7 @@ def _read_at_most(f: io.BufferedIOBase, path: str, n: int) -> bytes:
 
 
 def read_idx(path: str, *, expect_magic: int | None = None,
+             expect_dims: tuple[int | None, ...] | None = None,
              max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
     """Read one IDX file (optionally gzip-compressed) into a numpy array.
 
@@ -184,6 +188,8 @@ def read_idx(path: str, *, expect_magic: int | None = None,
         path: the file; ``.gz`` files are decompressed.
         expect_magic: if given, the exact magic number required (``0x803`` for an idx3-ubyte
             image file, ``0x801`` for idx1-ubyte labels).
+        expect_dims: if given, the sizes the header must declare (``None``: any), checked
+            before any data is read.
         max_bytes: the largest data size accepted.
 
     Raises:
@@ -199,6 +205,9 @@ def read_idx(path: str, *, expect_magic: int | None = None,
         type_code, ndim = head[2], head[3]
         if head[0] != 0 or head[1] != 0 or type_code not in _IDX_DTYPES or ndim == 0:
             raise _fail(path, f"bad magic number 0x{magic:08x}: not an IDX file")
+        if ndim > MAX_IDX_DIMS:
+            raise _fail(path, f"magic number 0x{magic:08x} declares {ndim} dimensions, more "
+                        f"than {MAX_IDX_DIMS}")
         if expect_magic is not None and magic != expect_magic:
             raise _fail(path, f"bad magic number 0x{magic:08x}, expected 0x{expect_magic:08x}")
         sizes = _read_at_most(f, path, 4 * ndim)
@@ -209,9 +218,16 @@ def read_idx(path: str, *, expect_magic: int | None = None,
         dtype = np.dtype(_IDX_DTYPES[type_code])
         expected = math.prod(dims) * dtype.itemsize  # Python ints: exact, never overflows
         shape = "x".join(map(str, dims))
-        if expected > max_bytes:
+        # a zero dimension makes the data empty, but numpy still refuses a shape whose other
+        # sizes overflow: those are bounded too
+        spread = math.prod(d for d in dims if d) * dtype.itemsize
+        if max(expected, spread) > max_bytes:
             raise _fail(path, f"header declares dimensions {shape} ({expected} data bytes), "
                         f"over the {max_bytes} byte limit")
+        if expect_dims is not None and (len(dims) != len(expect_dims) or any(
+                want is not None and d != want for d, want in zip(dims, expect_dims))):
+            want = "x".join("N" if d is None else str(d) for d in expect_dims)
+            raise _fail(path, f"header declares dimensions {shape}, expected {want}")
         raw = _read_at_most(f, path, expected + 1)
     if len(raw) < expected:
         raise _fail(path, f"truncated: dimensions {shape} need {expected} data bytes, file "
@@ -230,17 +246,16 @@ def _read_mnist_pair(data_dir: str, prefix: str, hw: int, classes: int
     img_path = _idx_path(data_dir, f"{prefix}-images-idx3-ubyte")
     lbl_path = _idx_path(data_dir, f"{prefix}-labels-idx1-ubyte")
     assert img_path is not None and lbl_path is not None  # checked by check_dataset_files
-    images = read_idx(img_path, expect_magic=0x00000803)
+    images = read_idx(img_path, expect_magic=0x00000803, expect_dims=(None, hw, hw))
     labels = read_idx(lbl_path, expect_magic=0x00000801)
-    if images.shape[1:] != (hw, hw):
-        raise _fail(img_path, f"images are {images.shape[1]}x{images.shape[2]}, "
-                    f"expected {hw}x{hw}")
     if len(labels) != len(images):
         raise _fail(lbl_path, f"{len(labels)} labels for {len(images)} images in "
                     f"{os.path.basename(img_path)}")
     if len(labels) and int(labels.max()) >= classes:
         raise _fail(lbl_path, f"label {int(labels.max())} out of range 0..{classes - 1}")
-    return images.astype(np.float32)[:, None] / 255.0, labels.astype(np.int64)
+    floats = images.astype(np.float32)[:, None]
+    floats /= 255.0  # in place: one float copy of the images, not two
+    return floats, labels.astype(np.int64)
 
 
 # --------------------------------------------------------------------------- CIFAR pickles
@@ -258,23 +273,59 @@ def _numpy_attr(modules: tuple[str, ...], name: str) -> Any:
 
 
 def _safe_dtype(*args: Any) -> np.dtype:
-    """``numpy.dtype`` for the unpickler, refusing object dtypes (they would hold objects)."""
+    """``numpy.dtype`` for the unpickler: plain scalar types only (an object dtype would hold
+    objects; a sub-array or structured one could size an array by itself)."""
     if args and isinstance(args[0], bytes):
         args = (args[0].decode("ascii"), *args[1:])
     dt = np.dtype(*args)
     if dt.hasobject:
         raise pickle.UnpicklingError(f"refusing to load object arrays (dtype {dt})")
+    if dt.subdtype is not None or dt.names is not None:
+        raise pickle.UnpicklingError(f"refusing dtype {dt} (only plain scalar types)")
     return dt
+
+
+def _indexable(value: Any) -> bool:
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _no_size(kind: type) -> Any:
     """``bytes`` / ``bytearray`` for the unpickler, refusing the ``(n)`` form: a pickle may
-    not ask for ``n`` zero bytes (a 10**12 in a few bytes of file)."""
+    not ask for ``n`` zero bytes (a 10**12 in a few bytes of file; numpy integers too)."""
     def build(*args: Any) -> Any:
-        if args and isinstance(args[0], int):
+        if args and _indexable(args[0]):
             raise pickle.UnpicklingError(f"refusing {kind.__name__}({args[0]!r}): an "
                                          "allocation by size")
         return kind(*args)
+    return build
+
+
+class _ArrayClass:
+    """What ``numpy.ndarray`` unpickles to: the array class as the argument numpy's own
+    reconstruction takes, never a constructor (``ndarray(shape)`` would allocate by shape)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise pickle.UnpicklingError("refusing numpy.ndarray(...): an allocation by shape")
+
+
+_ARRAY_CLASS = _ArrayClass()
+
+
+def _safe_reconstruct(real: Any) -> Any:
+    """numpy's ``_reconstruct`` for the unpickler: only the empty array a pickled array
+    starts from (its data then comes with ``__setstate__``, whose size numpy checks against
+    the shape, so no array is larger than the bytes in the file)."""
+    def build(subtype: Any, shape: Any, dtype: Any) -> Any:
+        if subtype is not _ARRAY_CLASS:
+            raise pickle.UnpicklingError("refusing _reconstruct of anything but ndarray")
+        if not isinstance(shape, tuple) or math.prod(int(d) for d in shape) != 0:
+            raise pickle.UnpicklingError(f"refusing _reconstruct of shape {shape!r}: an "
+                                         "allocation by shape")
+        return real(np.ndarray, shape, dtype)
     return build
 
 
@@ -317,7 +368,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if module in ("builtins", "__builtin__") and name in self._BUILTINS:
             return getattr(builtins, name)
         if module == "numpy" and name == "ndarray":
-            return np.ndarray
+            return _ARRAY_CLASS
         if module == "numpy" and name == "dtype":
             return _safe_dtype
         if module == "_codecs" and name == "encode":
@@ -326,7 +377,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             sub, attr = self._NUMPY[name]
             allowed = (f"numpy.core.{sub}", f"numpy._core.{sub}")
             if module in allowed:
-                return _numpy_attr(allowed[::-1], attr)
+                real = _numpy_attr(allowed[::-1], attr)
+                return _safe_reconstruct(real) if name == "_reconstruct" else real
         raise _fail(self._path, f"refusing to load object {module}.{name}")
 
 
@@ -338,8 +390,9 @@ def read_cifar_batch(path: str, *, label_key: str, num_classes: int,
     blue values, row-major) and ``label_key`` (``b'labels'`` for CIFAR-10, ``b'fine_labels'``
     for CIFAR-100), a list of N ints.
 
-    A file over ``max_bytes`` is refused before it is read (an unpickled batch is no larger
-    than its file: the unpickler builds nothing by size).
+    A file over ``max_bytes`` is refused before it is read. An unpickled batch is no larger
+    than its file: the unpickler builds nothing by a size or shape the file states (no
+    ``bytes(n)``, no ``ndarray(shape)``, no sub-array dtypes), only from bytes it holds.
 
     Raises:
         DatasetFileError: over the size limit, refused object, corrupt or truncated pickle,
@@ -417,9 +470,13 @@ def check_dataset_readable(task: TaskSpec) -> None:
     an unreadable dataset stops a run at once instead of failing trial after trial.
 
     Raises:
-        DatasetError: missing files; DatasetFileError: a file is wrong (also a DatasetError).
+        DatasetError: missing files, or no training images; DatasetFileError: a file is
+            wrong (also a DatasetError).
     """
-    _read_raw(task)
+    raw = _read_raw(task)
+    if raw is not None and len(raw[0][1]) - round(task.val_fraction * len(raw[0][1])) < 1:
+        raise DatasetError(f"dataset {task.dataset!r} in {task.data_dir}: the training split "
+                           f"would be empty ({len(raw[0][1])} training images)")
 
 
 # --------------------------------------------------------------------------- splits

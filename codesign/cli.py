@@ -65,23 +65,34 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(cfg: Any, study: Any, url: str, args: argparse.Namespace) -> int:
-    """Run (or continue) ``study`` and print what the session did and the Pareto table."""
+def _run(cfg: Any, study: Any, url: str, args: argparse.Namespace, target: int) -> int:
+    """Run (or continue) ``study`` to ``--n-trials`` (default ``target``) distinct designs
+    and print what the session did and the Pareto table."""
     from codesign.dashboard import mark_pareto
     from codesign.report import pareto_table
     from codesign.runner import RunOptions, run_study
     from codesign.samplers import make, session_seed
-    from codesign.study import artifacts_dir, command_hint
+    from codesign.study import artifacts_dir, suggest
     from codesign.urls import display_url
 
-    study.sampler = make(cfg.sampler, seed=session_seed(cfg.study.seed, len(study.trials)))
+    n_existing = len(study.get_trials(deepcopy=False))
+    study.sampler = make(cfg.sampler, seed=session_seed(cfg.study.seed, n_existing,
+                                                        cfg.sampler.name))
+    flags: list[str] = []  # what `resume NAME` would not know of this session
+    if args.n_trials is not None and args.n_trials != cfg.study.n_trials:
+        flags += ["--n-trials", str(args.n_trials)]
+    if args.ray_address and args.ray_address != cfg.execution.ray_address:
+        flags += ["--ray-address", args.ray_address]
+    if args.workers is not None and args.workers != cfg.execution.workers:
+        flags += ["--workers", str(args.workers)]
     opts = RunOptions(
-        n_trials=cfg.study.n_trials if args.n_trials is None else args.n_trials,
+        n_trials=target if args.n_trials is None else args.n_trials,
         workers=cfg.execution.workers if args.workers is None else args.workers,
         artifacts=artifacts_dir(study, cfg, url),
         storage_url=url,
         ray_address=args.ray_address or cfg.execution.ray_address,
         progress=not args.no_progress,
+        resume_flags=tuple(flags),
     )
     name = study.study_name
     try:
@@ -93,18 +104,18 @@ def _run(cfg: Any, study: Any, url: str, args: argparse.Namespace) -> int:
             print(f"warning: the Pareto notes for optuna-dashboard were not written ({e})",
                   file=sys.stderr)
     if summary.nothing_to_do:
+        more = str(max(summary.complete, opts.n_trials) + 20)
         print(f"study {name!r} in {display_url(url)} already has {summary.complete} finished "
-              f"designs (target {opts.n_trials}): nothing to do; `"
-              f"{command_hint('resume', name, url, '--n-trials', str(opts.n_trials + 20))}` "
-              "goes further")
+              f"designs (target {opts.n_trials}): nothing to do; "
+              f"{suggest('resume', name, url, '--n-trials', more)} goes further")
         print(pareto_table(study, cfg))
         return 0
     print(f"study {name!r} in {display_url(url)}: {summary.complete} finished designs; "
           f"this session, in {summary.seconds:.1f} s: {summary.trained_now} trained, "
           f"{summary.cache_hits_now} from the training cache, {summary.over_budget_now} over "
-          f"budget (priced, never trained), {summary.repeats_now} repeated proposals "
-          f"(recorded with their first trial's values), {summary.failed_now} failed, "
-          f"{summary.requeued} re-queued")
+          f"budget (priced, never trained), {summary.unmappable_now} unmappable, "
+          f"{summary.repeats_now} repeated proposals (told their first trial's outcome), "
+          f"{summary.failed_now} failed, {summary.requeued} re-queued")
     print(f"weights: {opts.artifacts}")
     if summary.exhausted:
         print(f"warning: stopped at {summary.complete} of {opts.n_trials} designs: the sampler "
@@ -132,17 +143,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not created:
         print(f"study {cfg.study.name!r} exists with the same experiment: continuing it",
               file=sys.stderr)
-    return _run(cfg, study, url, args)
+    return _run(cfg, study, url, args, cfg.study.n_trials)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    """``resume EXP.yaml`` (an existing file) or ``resume NAME``; a study name may end in
+    ``.yaml`` too, when no such file is there."""
     target = args.experiment
-    if target.endswith((".yaml", ".yml")):
+    if target.endswith((".yaml", ".yml")) and os.path.isfile(target):
         from codesign.config import load
 
         return _resume_from_file(load(target), args)
     study, cfg, url = _open_named(target, args.storage)
-    return _continue(cfg, study, url, args)
+    return _continue(cfg, study, url, args, cfg.study.n_trials)
 
 
 def _resume_from_file(file_cfg: Any, args: argparse.Namespace) -> int:
@@ -157,14 +170,14 @@ def _resume_from_file(file_cfg: Any, args: argparse.Namespace) -> int:
     if not study_exists(storage, name):
         _open_named(name, url)  # raises: no study of that name, with the ones there
     study, _ = create_or_load(file_cfg, storage, url, sampler=None)  # raises if it differs
-    return _continue(file_cfg, study, url, args)
+    return _continue(file_cfg, study, url, args, file_cfg.study.n_trials)
 
 
-def _continue(cfg: Any, study: Any, url: str, args: argparse.Namespace) -> int:
+def _continue(cfg: Any, study: Any, url: str, args: argparse.Namespace, target: int) -> int:
     from codesign.runner import precheck
 
     precheck(cfg, local=not (args.ray_address or cfg.execution.ray_address))
-    return _run(cfg, study, url, args)
+    return _run(cfg, study, url, args, target)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -451,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     def run_opts(sp: Any) -> None:
         sp.add_argument("--storage", help="study storage URL (default: the YAML's "
                         "study.storage, else sqlite:///runs/<name>.db)")
-        sp.add_argument("--n-trials", type=_positive, help="finished trials to reach in total")
+        sp.add_argument("--n-trials", type=_positive, help="distinct finished designs to reach "
+                        "in total (default: the experiment's study.n_trials)")
         sp.add_argument("--ray-address", help="connect to a running Ray cluster (e.g. "
                         "auto or HOST:6379); default: start a local instance")
         sp.add_argument("--workers", type=_positive, help="evaluations in flight at once")

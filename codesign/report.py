@@ -210,11 +210,12 @@ def hypervolume_history(
 
 def cache_stats(study: optuna.Study) -> dict[str, Any]:
     """Trainings, training-cache hits, over-budget designs (never trained), warm starts and
-    repeats (trials that proposed a design already evaluated: no work at all)."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    shared = repeats(study)
-    again = {n for ns in shared.values() for n in ns}
-    done = [t for t in done if t.number not in again]
+    repeats (trials that proposed a design already evaluated, told with its outcome: no work
+    at all; ``codesign.repeat_of``)."""
+    again = {t.number for t in study.get_trials(deepcopy=False)
+             if A + "repeat_of" in t.user_attrs}
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.number not in again]
     trained = sum(1 for t in done if t.user_attrs.get(A + "trained"))
     hits = sum(1 for t in done if t.user_attrs.get(A + "cached"))
     skipped = sum(1 for t in done if t.user_attrs.get(A + "feasible") is False)
@@ -236,10 +237,11 @@ def summary(study: optuna.Study, cfg: ExperimentConfig, storage_url: str) -> dic
             pick = (max if OBJECTIVES[name] == "maximize" else min)(
                 done, key=lambda t, i=i: t.values[i])
             best[name] = {"trial": pick.number, "value": pick.values[i]}
-    failures = [
+    failures = [  # a repeat of a failed design is listed under its first trial alone
         {"trial": t.number, "state": t.state.name.lower(),
          "reason": t.user_attrs.get(A + "fail_reason")}
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL, TrialState.PRUNED))
+        if A + "repeat_of" not in t.user_attrs
     ]
     shared = repeats(study)
     return {

@@ -27,6 +27,7 @@ loaded), ``driver``, ``attempts``, ``fail_reason``, ``requeued_from``, ``repeat_
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
@@ -46,7 +47,7 @@ from codesign.errors import CodesignError, Interrupted, RunAborted
 from codesign.files import own_weights, write_atomic
 from codesign.optuna_adapter import fail_stale, set_constraints
 from codesign.report import constraints_of, design_key
-from codesign.study import ATTR_TARGET, A, command_hint
+from codesign.study import ATTR_TARGET, A, suggest
 from evaluators.specs import (
     DatasetError,
     DesignPoint,
@@ -70,6 +71,9 @@ class RunOptions:
         n_trials: distinct finished designs to reach, in total.
         artifacts: the study's weights folder (``codesign.study.artifacts_dir``).
         storage_url: the study's storage, for the commands that messages suggest.
+        resume_flags: the options this session was given that ``resume NAME`` would not
+            find in the study (``--n-trials``, ``--ray-address``, ``--workers``), for the
+            Ctrl-C message.
     """
 
     n_trials: int
@@ -78,11 +82,15 @@ class RunOptions:
     storage_url: str
     ray_address: str | None = None
     progress: bool = True
+    resume_flags: tuple[str, ...] = ()  # what `resume NAME` needs to run as this session did
 
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What one session did. ``complete`` counts the study's distinct finished designs."""
+    """What one session did. ``complete`` counts the study's distinct finished designs;
+    ``unmappable_now`` the designs the accelerator cannot run (PRUNED), ``failed_now`` the
+    evaluations that failed, ``repeats_now`` the proposals of designs already evaluated
+    (told with their first trial's outcome, whatever it was)."""
 
     complete: int
     failed_now: int
@@ -92,6 +100,7 @@ class RunSummary:
     over_budget_now: int
     repeats_now: int
     seconds: float
+    unmappable_now: int = 0
     exhausted: bool = False  # stopped early: the sampler proposed only evaluated designs
     nothing_to_do: bool = False  # the study had reached its target before the session
 
@@ -393,10 +402,10 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
     """
     t_start = time.perf_counter()
     requeued = requeue_stale(study)
-    study.set_user_attr(ATTR_TARGET, opts.n_trials)
     session = _Session(study, cfg, opts)
     if session.complete >= opts.n_trials:
         return replace(session.summary(requeued, 0.0), nothing_to_do=True)
+    study.set_user_attr(ATTR_TARGET, opts.n_trials)  # the target of the latest session run
     session.connect()
     try:
         session.loop()
@@ -424,6 +433,7 @@ class _Session:
     # design key -> the repeats waiting for the evaluation of that design now running
     evaluating: dict[str, list[_Pending]] = field(default_factory=dict)
     failed: int = 0
+    unmappable: int = 0
     trained: int = 0
     hits: int = 0
     over_budget: int = 0
@@ -438,11 +448,13 @@ class _Session:
         self.dists = self.cfg.space.distributions()
         threads = max(1, int(self.cfg.execution.cpus_per_trial))
         self.task = replace(self.cfg.task, num_threads=threads)
-        # design key -> its first trial with a deterministic outcome (finished or unmappable)
+        # design key -> its first trial with a deterministic outcome: finished, unmappable,
+        # or (this session) failed for a reason that another evaluation would not change;
+        # a finished trial wins over an unmappable one (an older mapper's verdict)
         self.known: dict[str, FrozenTrial] = {}
         for t in sorted(self.study.get_trials(
                 deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)),
-                key=lambda t: t.number):
+                key=lambda t: (t.state != TrialState.COMPLETE, t.number)):
             key = design_key(t)
             if key is not None:
                 self.known.setdefault(key, t)
@@ -473,8 +485,11 @@ class _Session:
             self.bar.close()
 
     def summary(self, requeued: int, seconds: float) -> RunSummary:
-        return RunSummary(self.complete, self.failed, requeued, self.trained, self.hits,
-                          self.over_budget, self.repeated, seconds, self.exhausted)
+        return RunSummary(complete=self.complete, failed_now=self.failed, requeued=requeued,
+                          trained_now=self.trained, cache_hits_now=self.hits,
+                          over_budget_now=self.over_budget, repeats_now=self.repeated,
+                          seconds=seconds, unmappable_now=self.unmappable,
+                          exhausted=self.exhausted)
 
     def loop(self) -> None:
         import ray
@@ -489,7 +504,7 @@ class _Session:
                         if self.failed > self.max_failures and self.complete < self.opts.n_trials:
                             raise RunAborted(
                                 f"stopped after {self.failed} failed trials (last: "
-                                f"{self.last_failure}); see `{self.hint('inspect')}` for the "
+                                f"{self.last_failure}); see {self.hint('inspect')} for the "
                                 "reasons")
                         break
                     done, _ = ray.wait(list(self.pending), num_returns=1, timeout=0.5)
@@ -503,17 +518,25 @@ class _Session:
             n = self.abandon("interrupted (Ctrl-C or SIGTERM)")
             raise Interrupted(
                 f"interrupted: {self.complete} finished designs kept, {n} in-flight trials "
-                f"marked failed; continue with `{self.hint('resume')}`"
+                f"marked failed; continue with {self.hint('resume', *self.opts.resume_flags)}"
             ) from None
         except _DatasetUnreadable as e:
             self.abandon(f"not run: {e}")
             raise CodesignError(f"task.data_dir: a worker cannot read the dataset ({e}); "
                                 "the run stopped, as every trial would fail the same way"
                                 ) from None
+        except RunAborted:
+            raise
+        except Exception as e:  # the driver itself failed (disk full, storage gone, ...)
+            try:
+                self.abandon(f"driver error: {type(e).__name__}: {e}")
+            except Exception:  # noqa: BLE001 - the storage may be what failed; resume fails
+                log.warning("could not mark the in-flight trials failed", exc_info=True)
+            raise
 
-    def hint(self, verb: str) -> str:
+    def hint(self, verb: str, *extra: str) -> str:
         """The command that reaches this study, as a message suggests it."""
-        return command_hint(verb, self.study.study_name, self.opts.storage_url)
+        return suggest(verb, self.study.study_name, self.opts.storage_url, *extra)
 
     def abandon(self, reason: str) -> int:
         """Cancel what is in flight and tell every trial not finished FAIL with ``reason``."""
@@ -570,8 +593,9 @@ class _Session:
         if p.hit is None and p.key in self.diverged and _within_budgets(p.design, self.cfg):
             # training this network failed deterministically before: do not train it again
             # (an over-budget design is still dispatched: it is priced, never trained)
-            self.fail(p, f"not trained: the same network failed in {self.diverged[p.key]}")
-            self.done_with(p, None)
+            told = self.fail(p, f"not trained: the same network failed in "
+                             f"{self.diverged[p.key]}", final=True)
+            self.done_with(p, told)
             return
         if p.hit is None:
             if p.key in self.training_now:
@@ -605,7 +629,8 @@ class _Session:
             result: EvalResult = ray.get(ref)
             told = self.tell(p, result)
             if told.state != TrialState.COMPLETE:
-                self.failed += 1
+                if A + "fail_reason" not in told.user_attrs:  # a value Optuna refused
+                    self.failed += 1
             else:
                 self.complete += 1
                 self.trained += result.training is not None
@@ -621,8 +646,8 @@ class _Session:
                 raise _DatasetUnreadable(str(cause)) from None
             if isinstance(cause, InfeasibleDesign):
                 told = self.fail(p, f"unmappable: {cause}", TrialState.PRUNED)
-            elif isinstance(cause, EvaluatorError):  # deterministic: no retry
-                told = self.fail(p, f"{type(cause).__name__}: {cause}")
+            elif isinstance(cause, EvaluatorError):  # deterministic: no retry, no re-run
+                told = self.fail(p, f"{type(cause).__name__}: {cause}", final=True)
                 if isinstance(cause, TrainingFailed):
                     self.diverged[p.key] = f"trial {p.trial.number} ({cause})"
             elif self.retry(p):
@@ -658,23 +683,32 @@ class _Session:
         design is known from now on and its waiting repeats are told so; after a failure
         the first of them evaluates the design again."""
         waiting = self.evaluating.pop(p.dkey, [])
-        if told is not None and told.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            self.known[p.dkey] = told
+        if told is not None and (told.state != TrialState.FAIL
+                                 or told.user_attrs.get(A + "fail_final")):
+            self.known[p.dkey] = told  # another evaluation would end the same way
             for q in waiting:
                 self.tell_repeat(q, told)
-        elif waiting:
+        elif waiting:  # a crash: the design may well run the next time
             first, *rest = waiting
             self.evaluating[p.dkey] = rest
             first.hit = self.cache.get(first.key)
             self.start(first)
 
-    def fail(self, p: _Pending, reason: str, state: TrialState = TrialState.FAIL
-             ) -> FrozenTrial:
+    def fail(self, p: _Pending, reason: str, state: TrialState = TrialState.FAIL, *,
+             final: bool = False) -> FrozenTrial:
+        """Tell ``p`` FAIL (or PRUNED: unmappable) with ``reason``; ``final``: for a reason
+        that another evaluation of the same design would meet again (its repeats are told
+        so, never evaluated)."""
         p.trial.set_user_attr(A + "fail_reason", reason[:2000])
         p.trial.set_user_attr(A + "attempts", p.attempt + 1)
+        if final:
+            p.trial.set_user_attr(A + "fail_final", True)
         told = self.study.tell(p.trial, state=state)
-        self.failed += 1
-        self.last_failure = reason
+        if state == TrialState.PRUNED:
+            self.unmappable += 1
+        else:
+            self.failed += 1
+            self.last_failure = reason
         log.info("trial %d %s: %s", p.trial.number, state.name.lower(), reason)
         return told
 
@@ -717,7 +751,11 @@ class _Session:
             attrs["input_density"] = p.hit.input_density
         for k, v in attrs.items():
             trial.set_user_attr(A + k, v)
-        set_constraints(self.study, trial, list(result.constraints.values()))
+        values = list(result.constraints.values())
+        if not all(math.isfinite(v) for v in values):  # Optuna's samplers refuse NaN
+            return self.fail(p, f"constraint values are not finite: {result.constraints}",
+                             final=True)
+        set_constraints(self.study, trial, values)
         told = self.study.tell(trial, objective_values(result, self.cfg.objectives))
         if told.state == TrialState.COMPLETE:
             done = {A + k: v for k, v in attrs.items()} | {A + "training_key": p.key,
@@ -732,9 +770,9 @@ class _Session:
         trial = p.trial
         trial.set_user_attr(A + "repeat_of", first.number)
         self.repeated += 1
-        if first.state == TrialState.PRUNED:
+        if first.state != TrialState.COMPLETE:  # unmappable, or failed for good
             trial.set_user_attr(A + "fail_reason", first.user_attrs.get(A + "fail_reason", ""))
-            self.study.tell(trial, state=TrialState.PRUNED)
+            self.study.tell(trial, state=first.state)
             return
         for k in ("feasible", "infeasible_reason", "accuracy", "hw", "input_density",
                   "weights"):

@@ -1,8 +1,8 @@
 """Optuna samplers by name, built from a validated :class:`SamplerConfig`.
 
-Constraints need no ``constraints_func``: the driver records them with
-``trial.set_constraint`` (Optuna 5), and every sampler here that supports constraints reads
-them from the trials.
+Constraints need no ``constraints_func``: the driver records them on each trial
+(``codesign.optuna_adapter.set_constraints``), and every sampler here that supports
+constraints reads them from the trials.
 """
 
 from __future__ import annotations
@@ -31,11 +31,13 @@ def make(cfg: SamplerConfig, *, seed: int) -> optuna.samplers.BaseSampler:
     raise AssertionError(f"unvalidated sampler {cfg.name!r}")
 
 
-def session_seed(seed: int, n_existing: int) -> int:
-    """The sampler seed of a driver session that finds ``n_existing`` trials in its study:
-    ``seed`` for a new study, else one derived from both, so that a resumed sampler does not
-    replay the draws it made the first time (reproducible from the study's state)."""
-    if n_existing == 0:
+def session_seed(seed: int, n_existing: int, name: str = "") -> int:
+    """The seed of sampler ``name`` in a driver session that finds ``n_existing`` trials in
+    its study: ``seed`` for a new study, else one derived from both, so that a resumed
+    sampler does not replay the draws it made the first time (reproducible from the study's
+    state). ``qmc`` keeps ``seed``: its sequence is keyed by the seed and continues from the
+    study's trial count, so a new seed would restart it."""
+    if n_existing == 0 or name == "qmc":
         return seed
     from evaluators.specs import stable_hash
 

@@ -178,8 +178,15 @@ def create_or_load(
             raise StudyConflict(
                 f"study {name!r} already exists in this storage with a different experiment "
                 f"(changed: {', '.join(changed) or 'unknown'}); choose a new study.name, or "
-                f"`{command_hint('resume', name, url)}` to continue the stored experiment"
+                f"{suggest('resume', name, url)} to continue the stored experiment"
             )
+        kept = study.user_attrs.get(ATTR_ARTIFACTS)
+        wanted = cfg.study.artifacts_dir
+        if kept and wanted and Path(wanted).resolve() != Path(kept).resolve():
+            raise StudyConflict(
+                f"study {name!r} keeps its weights in {kept} (chosen when it was created); "
+                f"study.artifacts_dir {wanted} differs: leave study.artifacts_dir out, or set "
+                "it to that folder")
         return study, False
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                 directions=cfg.directions)
@@ -257,16 +264,23 @@ def is_default_url(url: str, name: str) -> bool:
 
 
 def command_hint(verb: str, name: str, url: str, *extra: str) -> str:
-    """The ``codesign VERB NAME ...`` command line that reaches study ``name`` in ``url``,
-    as a message suggests it: ``--storage`` is given unless ``url`` is the default location.
-    A password is never printed: the command then names the URL without it, and PostgreSQL
-    takes it from ``PGPASSWORD`` or ``~/.pgpass`` (libpq's own places)."""
+    """The ``codesign VERB NAME ...`` command line that reaches study ``name`` in ``url``:
+    ``--storage`` is given unless ``url`` is the default location. A password is never
+    printed: the command names the URL without it (see :func:`suggest`)."""
     words = ["codesign", verb, shlex.quote(name)]
     if not is_default_url(url, name):
         words += ["--storage", shlex.quote(without_password(url))]
-    text = " ".join([*words, *extra])
+    return " ".join([*words, *map(shlex.quote, extra)])
+
+
+def suggest(verb: str, name: str, url: str, *extra: str) -> str:
+    """A command as a message suggests it: in backticks, copied as it stands; where the URL
+    had a password, a note after it says where the database client takes it from."""
+    text = f"`{command_hint(verb, name, url, *extra)}`"
     if has_password(url):
-        text += " (with the database password in PGPASSWORD or ~/.pgpass)"
+        where = ("PGPASSWORD or ~/.pgpass" if url.lower().startswith("postgres")
+                 else "the --storage URL, which codesign does not repeat")
+        text += f" (with the database password in {where})"
     return text
 
 

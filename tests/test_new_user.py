@@ -329,17 +329,18 @@ def test_older_studies_list_duplicate_designs_once(tmp_path: Path) -> None:
 
 
 def test_hints_name_the_storage_and_never_a_password() -> None:
-    from codesign.study import command_hint
+    from codesign.study import command_hint, suggest
 
     assert command_hint("resume", "q", "sqlite:///runs/q.db") == "codesign resume q"
     assert command_hint("resume", "q", "sqlite:////data/q.db") == (
         "codesign resume q --storage sqlite:////data/q.db")
     assert command_hint("inspect", "q", "sqlite:////runs/q.db").endswith("sqlite:////runs/q.db")
-    hint = command_hint("resume", "q", "postgresql+psycopg://me:s3cret@127.0.0.1:5432/db")
-    assert "s3cret" not in hint and "--storage postgresql+psycopg://me@127.0.0.1:5432/db" in hint
-    assert "PGPASSWORD" in hint
-    words = shlex.split(hint.split(" (", 1)[0])
-    build_parser().parse_args(words[1:])  # a command the CLI takes
+    url = "postgresql+psycopg://me:s3cret@127.0.0.1:5432/db?password=s3cret&sslmode=require"
+    hint = suggest("resume", "q", url)
+    assert "s3cret" not in hint and "PGPASSWORD" in hint.split("`")[2]  # after the command
+    command = hint.split("`")[1]
+    assert command.endswith("--storage 'postgresql+psycopg://me@127.0.0.1:5432/db?sslmode=require'")
+    build_parser().parse_args(shlex.split(command)[1:])  # a command the CLI takes
 
 
 @slow

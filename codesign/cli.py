@@ -162,13 +162,13 @@ def _resume_from_file(file_cfg: Any, args: argparse.Namespace) -> int:
     """Continue the stored study of an experiment file. The file must describe the same
     experiment (execution settings and ``n_trials`` may differ, and are the file's);
     otherwise the keys that differ are named and nothing runs."""
-    from codesign.study import create_or_load, open_storage, study_exists
+    from codesign.study import create_or_load, load_existing, open_storage, study_exists
 
     url = args.storage or file_cfg.study.storage
     storage = open_storage(url, must_exist=True)
     name = file_cfg.study.name
     if not study_exists(storage, name):
-        _open_named(name, url)  # raises: no study of that name, with the ones there
+        load_existing(name, storage, url)  # raises: no study of that name, with the ones there
     study, _ = create_or_load(file_cfg, storage, url, sampler=None)  # raises if it differs
     return _continue(file_cfg, study, url, args, file_cfg.study.n_trials)
 
@@ -224,7 +224,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"training cache: {c['trainings']} trainings, {c['hits']} hits "
           f"(hit rate {c['hit_rate']:.0%}), {c['infeasible_not_trained']} infeasible designs "
           f"not trained, {c['warm_started']} trainings warm-started, {c['repeats']} repeated "
-          "proposals (recorded with their first trial's values)")
+          "proposals (told their first trial's outcome)")
     if doc["failures"]:
         print(f"failures ({len(doc['failures'])}):")
         for reason, trials in _grouped(doc["failures"]):

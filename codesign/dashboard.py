@@ -22,17 +22,13 @@ import optuna
 
 from codesign.config import ExperimentConfig
 from codesign.optuna_adapter import live_trial
-from codesign.report import constraints_of, metrics, pareto_trials, repeats
+from codesign.report import constraints_of, fmt_value, metrics, pareto_trials, repeats
 from evaluators.specs import stable_hash
 
 log = logging.getLogger(__name__)
 
 ATTR_PARETO = "codesign.pareto_trials"
 ATTR_NOTED = "codesign.dashboard_notes"  # trial number -> hash of the note codesign wrote
-
-
-def _fmt(v: object) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def mark_pareto(study: optuna.Study, cfg: ExperimentConfig) -> None:
@@ -55,7 +51,8 @@ def mark_pareto(study: optuna.Study, cfg: ExperimentConfig) -> None:
             "|---" * (len(objectives) + 2) + "|"]
     for t in front:
         also = ", ".join(map(str, shared.get(t.number, []))) or "-"
-        rows.append(f"| {t.number} | " + " | ".join(_fmt(v) for v in t.values) + f" | {also} |")
+        values = " | ".join(fmt_value(v) for v in t.values)
+        rows.append(f"| {t.number} | {values} | {also} |")
     budgets = {k: v for k, v in cfg.budgets.to_dict().items() if v is not None}
     save_note(study, "\n".join([
         f"## {study.study_name}: {len(front)} feasible Pareto design(s)",
@@ -68,7 +65,7 @@ def mark_pareto(study: optuna.Study, cfg: ExperimentConfig) -> None:
     ]))
     notes: dict[int, tuple[optuna.trial.FrozenTrial, str]] = {}
     for t in front:
-        m = {k: _fmt(v) for k, v in metrics(t).items()}
+        m = {k: fmt_value(v) for k, v in metrics(t).items()}
         cons = ", ".join(f"{k} {v:+.3g}" for k, v in constraints_of(t).items())
         also = shared.get(t.number)
         notes[t.number] = t, "\n".join([

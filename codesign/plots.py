@@ -22,7 +22,7 @@ import optuna
 from codesign.config import ExperimentConfig
 from codesign.errors import OutputError
 from codesign.files import HTML_HEAD, PLOT_MARK, claim_file, write_atomic
-from codesign.report import design_key, feasible, hypervolume_history, pareto_table, pareto_trials
+from codesign.report import by_design, feasible, hypervolume_history, pareto_table, pareto_trials
 
 MAX_PANEL_OBJECTIVES = 4  # pairs of the first four objectives: at most six panels
 
@@ -36,15 +36,9 @@ def _figure(study: optuna.Study, cfg: ExperimentConfig, *, as_figure: bool = Fal
     from matplotlib.colors import LogNorm, Normalize
 
     objs = list(cfg.objectives)
-    trials = [t for t in study.get_trials(deepcopy=False)
-              if t.state == optuna.trial.TrialState.COMPLETE]
-    seen: set[str] = set()
-    distinct = []  # one point per design: repeats lie on top of their first trial
-    for t in sorted(trials, key=lambda t: t.number):
-        key = design_key(t) or f"#{t.number}"
-        if key not in seen:
-            seen.add(key)
-            distinct.append(t)
+    # one point per design: repeats lie on top of their first trial
+    distinct = [g[0] for g in by_design(study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))).values()]
     ok = [t for t in distinct if feasible(t)]
     bad = [t for t in distinct if not feasible(t)]
     front = pareto_trials(study)
@@ -75,14 +69,12 @@ def _figure(study: optuna.Study, cfg: ExperimentConfig, *, as_figure: bool = Fal
             if ic is not None:
                 colours = [t.values[ic] for t in ok]
                 positive = logged(objs[ic]) and min(colours) > 0
-                norm = (LogNorm(min(colours), max(colours)) if positive
-                        else Normalize(min(colours), max(colours)))
+                norm = (LogNorm if positive else Normalize)(min(colours), max(colours))
                 kw = {"c": colours, "cmap": "viridis", "norm": norm}
             sc = ax.scatter([t.values[ix] for t in ok], [t.values[iy] for t in ok], s=28,
                             label=f"feasible ({len(ok)})", zorder=2, **kw)
             if ic is not None:
-                fig.colorbar(sc, ax=ax, label=objs[ic] + (" (log)" if kw["norm"].__class__
-                                                          is LogNorm else ""))
+                fig.colorbar(sc, ax=ax, label=objs[ic] + (" (log)" if positive else ""))
         if front:
             ax.scatter([t.values[ix] for t in front], [t.values[iy] for t in front], s=90,
                        facecolors="none", edgecolors="crimson", linewidths=1.5,

@@ -9,6 +9,7 @@ Only feasible COMPLETE trials count.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -52,28 +53,23 @@ def design_key(t: FrozenTrial) -> str | None:
     return key
 
 
+def by_design(trials: Iterable[FrozenTrial]) -> dict[str, list[FrozenTrial]]:
+    """``trials`` grouped by design, each group in trial-number order (its first trial
+    first); a trial without a design key is a group of its own."""
+    groups: dict[str, list[FrozenTrial]] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        groups.setdefault(design_key(t) or f"#{t.number}", []).append(t)
+    return groups
+
+
 def repeats(study: optuna.Study) -> dict[int, list[int]]:
     """First trial of each design that several finished trials share -> the later ones
     (a repeat is recorded with its first trial's values; ``codesign.repeat_of``)."""
-    first: dict[str, int] = {}
-    out: dict[int, list[int]] = {}
-    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                    key=lambda t: t.number):
-        key = design_key(t)
-        if key is None:
-            continue
-        if key in first:
-            out.setdefault(first[key], []).append(t.number)
-        else:
-            first[key] = t.number
-    return out
+    return _shared(by_design(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
 
 
-def distinct_complete(study: optuna.Study) -> int:
-    """Finished trials with distinct designs: what ``n_trials`` counts."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    keys = {design_key(t) or f"#{t.number}" for t in done}
-    return len(keys)
+def _shared(groups: dict[str, list[FrozenTrial]]) -> dict[int, list[int]]:
+    return {g[0].number: [t.number for t in g[1:]] for g in groups.values() if len(g) > 1}
 
 
 def _bits(net: dict[str, Any], key: str) -> str:
@@ -150,13 +146,7 @@ def metrics(t: FrozenTrial) -> dict[str, Any]:
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Feasible, non-dominated COMPLETE trials, one per distinct design (its first trial;
     :func:`repeats` lists the others), sorted by the first objective (best first)."""
-    seen: set[str] = set()
-    trials = []
-    for t in sorted(study.best_trials, key=lambda t: t.number):
-        key = design_key(t) or f"#{t.number}"
-        if key not in seen:
-            seen.add(key)
-            trials.append(t)
+    trials = [g[0] for g in by_design(study.best_trials).values()]
     sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
     return sorted(trials, key=lambda t: (sign * t.values[0], t.number))
 
@@ -212,10 +202,9 @@ def cache_stats(study: optuna.Study) -> dict[str, Any]:
     """Trainings, training-cache hits, over-budget designs (never trained), warm starts and
     repeats (trials that proposed a design already evaluated, told with its outcome: no work
     at all; ``codesign.repeat_of``)."""
-    again = {t.number for t in study.get_trials(deepcopy=False)
-             if A + "repeat_of" in t.user_attrs}
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.number not in again]
+    every = study.get_trials(deepcopy=False)
+    again = {t.number for t in every if A + "repeat_of" in t.user_attrs}
+    done = [t for t in every if t.state == TrialState.COMPLETE and t.number not in again]
     trained = sum(1 for t in done if t.user_attrs.get(A + "trained"))
     hits = sum(1 for t in done if t.user_attrs.get(A + "cached"))
     skipped = sum(1 for t in done if t.user_attrs.get(A + "feasible") is False)
@@ -243,7 +232,8 @@ def summary(study: optuna.Study, cfg: ExperimentConfig, storage_url: str) -> dic
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL, TrialState.PRUNED))
         if A + "repeat_of" not in t.user_attrs
     ]
-    shared = repeats(study)
+    groups = by_design(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    shared = _shared(groups)
     return {
         "schema_version": JSON_SCHEMA_VERSION,
         "study": study.study_name,
@@ -253,7 +243,7 @@ def summary(study: optuna.Study, cfg: ExperimentConfig, storage_url: str) -> dic
         "constraints": {k: v for k, v in cfg.budgets.to_dict().items() if v is not None},
         "n_trials_target": int(study.user_attrs.get(ATTR_TARGET, cfg.study.n_trials)),
         "trials_by_state": counts_by_state(study),
-        "distinct_complete": distinct_complete(study),
+        "distinct_complete": len(groups),
         "feasible_complete": len(done),
         "pareto": [trial_record(t, cfg, shared.get(t.number, [])) for t in pareto],
         "hypervolume": {"value": hv[-1] if hv else 0.0, "reference": ref,
@@ -280,7 +270,8 @@ def trial_record(t: FrozenTrial, cfg: ExperimentConfig,
     }
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any) -> str:
+    """A number as tables show it (4 significant digits), ``-`` for nothing."""
     if isinstance(v, float):
         if v == 0:
             return "0"
@@ -303,7 +294,7 @@ def pareto_table(study: optuna.Study, cfg: ExperimentConfig, *, limit: int = 30)
     also = ["also"] if any("also" in r for r in rows) else []
     # metrics first (an FPGA's: DSP / BRAM36 in place of area), then the design
     cols = ["trial", *also, *(c for c in rows[0] if c not in ("trial", "also"))]
-    cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
+    cells = [[fmt_value(r.get(c)) for c in cols] for r in rows]
     lines = [f"Pareto set: {len(trials)} distinct design(s)" + (f", first {limit}" if
                                                                  len(trials) > limit else "")]
     if also:

@@ -46,7 +46,7 @@ from codesign.config import ExperimentConfig
 from codesign.errors import CodesignError, Interrupted, RunAborted
 from codesign.files import own_weights, write_atomic
 from codesign.optuna_adapter import fail_stale, set_constraints
-from codesign.report import constraints_of, design_key
+from codesign.report import by_design, constraints_of
 from codesign.study import ATTR_TARGET, A, suggest
 from evaluators.specs import (
     DatasetError,
@@ -443,7 +443,9 @@ class _Session:
     last_failure: str = ""
 
     def __post_init__(self) -> None:
-        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ended = self.study.get_trials(deepcopy=False,
+                                      states=(TrialState.COMPLETE, TrialState.PRUNED))
+        done = [t for t in ended if t.state == TrialState.COMPLETE]
         self.cache = TrainingCache(done)
         self.dists = self.cfg.space.distributions()
         threads = max(1, int(self.cfg.execution.cpus_per_trial))
@@ -451,14 +453,12 @@ class _Session:
         # design key -> its first trial with a deterministic outcome: finished, unmappable,
         # or (this session) failed for a reason that another evaluation would not change;
         # a finished trial wins over an unmappable one (an older mapper's verdict)
-        self.known: dict[str, FrozenTrial] = {}
-        for t in sorted(self.study.get_trials(
-                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)),
-                key=lambda t: (t.state != TrialState.COMPLETE, t.number)):
-            key = design_key(t)
-            if key is not None:
-                self.known.setdefault(key, t)
-        self.complete = len({design_key(t) or f"#{t.number}" for t in done})
+        groups = by_design(ended)
+        self.known: dict[str, FrozenTrial] = {
+            key: min(g, key=lambda t: (t.state != TrialState.COMPLETE, t.number))
+            for key, g in groups.items() if not key.startswith("#")}
+        self.complete = sum(any(t.state == TrialState.COMPLETE for t in g)
+                            for g in groups.values())
         self.done_trials = done
         self.max_failures = max(10, 2 * self.opts.n_trials)
 

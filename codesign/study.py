@@ -66,7 +66,8 @@ def open_storage(
         raise StorageError(f"{shown}: an in-memory database would lose the study; give a file, "
                            "e.g. sqlite:///runs/NAME.db")
     if url.startswith("journal:"):
-        path = Path(url[len("journal:"):].removeprefix("//"))
+        path = _storage_file(url)
+        assert path is not None
         if not str(path) or str(path) == ".":
             raise StorageError(f"{shown}: give a journal file, e.g. journal:runs/NAME.log")
         if must_exist and not path.is_file():
@@ -310,7 +311,5 @@ def artifacts_dir(study: optuna.Study, cfg: ExperimentConfig, url: str) -> Path:
 
 def is_default_location(url: str) -> bool:
     """True for URLs under ``runs/`` whose folder codesign may create."""
-    p = _sqlite_path(url)
-    if p is None and url.startswith("journal:"):
-        p = Path(url[len("journal:"):])
+    p = _storage_file(url)
     return p is not None and os.path.normpath(str(p.parent)) == "runs"

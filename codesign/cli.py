@@ -68,16 +68,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _run(cfg: Any, study: Any, url: str, args: argparse.Namespace, target: int) -> int:
     """Run (or continue) ``study`` to ``--n-trials`` (default ``target``) distinct designs
     and print what the session did and the Pareto table."""
-    from codesign.dashboard import mark_pareto
+    from codesign.api import session
     from codesign.report import pareto_table
-    from codesign.runner import RunOptions, run_study
-    from codesign.samplers import make, session_seed
     from codesign.study import artifacts_dir, suggest
     from codesign.urls import display_url
 
-    n_existing = len(study.get_trials(deepcopy=False))
-    study.sampler = make(cfg.sampler, seed=session_seed(cfg.study.seed, n_existing,
-                                                        cfg.sampler.name))
     flags: list[str] = []  # what `resume NAME` would not know of this session
     if args.n_trials is not None and args.n_trials != cfg.study.n_trials:
         flags += ["--n-trials", str(args.n_trials)]
@@ -85,40 +80,30 @@ def _run(cfg: Any, study: Any, url: str, args: argparse.Namespace, target: int) 
         flags += ["--ray-address", args.ray_address]
     if args.workers is not None and args.workers != cfg.execution.workers:
         flags += ["--workers", str(args.workers)]
-    opts = RunOptions(
-        n_trials=target if args.n_trials is None else args.n_trials,
-        workers=cfg.execution.workers if args.workers is None else args.workers,
-        artifacts=artifacts_dir(study, cfg, url),
-        storage_url=url,
-        ray_address=args.ray_address or cfg.execution.ray_address,
-        progress=not args.no_progress,
-        resume_flags=tuple(flags),
-    )
+    n_trials = target if args.n_trials is None else args.n_trials
     name = study.study_name
-    try:
-        summary = run_study(study, cfg, opts)
-    finally:
-        try:  # what optuna-dashboard shows as the feasible front; never hides the run's end
-            mark_pareto(study, cfg)
-        except Exception as e:  # noqa: BLE001
-            print(f"warning: the Pareto notes for optuna-dashboard were not written ({e})",
-                  file=sys.stderr)
+    summary = session(cfg, study, url, n_trials=n_trials, workers=args.workers,
+                      ray_address=args.ray_address, progress=not args.no_progress,
+                      resume_flags=flags)
     if summary.nothing_to_do:
-        more = str(max(summary.complete, opts.n_trials) + 20)
+        more = str(max(summary.complete, n_trials) + 20)
         print(f"study {name!r} in {display_url(url)} already has {summary.complete} finished "
-              f"designs (target {opts.n_trials}): nothing to do; "
+              f"designs (target {n_trials}): nothing to do; "
               f"{suggest('resume', name, url, '--n-trials', more)} goes further")
         print(pareto_table(study, cfg))
         return 0
-    print(f"study {name!r} in {display_url(url)}: {summary.complete} finished designs; "
-          f"this session, in {summary.seconds:.1f} s: {summary.trained_now} trained, "
+    unit = "networks" if cfg.strategy.solves_hardware else "designs"
+    pairs = (f", {summary.pairs_now} further (network, accelerator) pairs recorded"
+             if cfg.strategy.solves_hardware else "")
+    print(f"study {name!r} in {display_url(url)}: {summary.complete} finished {unit}; "
+          f"this session, in {summary.seconds:.1f} s: {summary.trained_now} trained{pairs}, "
           f"{summary.cache_hits_now} from the training cache, {summary.over_budget_now} over "
           f"budget (priced, never trained), {summary.unmappable_now} unmappable, "
           f"{summary.repeats_now} repeated proposals (told their first trial's outcome), "
           f"{summary.failed_now} failed, {summary.requeued} re-queued")
-    print(f"weights: {opts.artifacts}")
+    print(f"weights: {artifacts_dir(study, cfg, url)}")
     if summary.exhausted:
-        print(f"warning: stopped at {summary.complete} of {opts.n_trials} designs: the sampler "
+        print(f"warning: stopped at {summary.complete} of {n_trials} designs: the sampler "
               "proposed only designs already evaluated (the space may hold no more)",
               file=sys.stderr)
     print(pareto_table(study, cfg))
@@ -437,6 +422,24 @@ def _positive(text: str) -> int:
     return v
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from codesign.api import compare, validate
+    from codesign.compare import markdown
+    from codesign.urls import display_url
+
+    cfg = validate(args.experiment)
+    trainings = args.trainings or cfg.study.n_trials
+    out = Path(args.out) if args.out else Path("runs") / f"{cfg.study.name}-compare"
+    result = compare(cfg, strategies=[s.strip() for s in args.strategies.split(",") if s],
+                     seeds=args.seeds, trainings=trainings, storage=args.storage,
+                     workers=args.workers, out=out, progress=not args.no_progress,
+                     log=lambda line: print(line, file=sys.stderr))
+    url = args.storage or f"sqlite:///runs/{cfg.study.name}-compare.db"
+    print(f"studies in {display_url(url)}; files in {result.out}")
+    print(markdown(result).split("\n", 1)[1].strip())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="codesign",
@@ -539,6 +542,29 @@ def build_parser() -> argparse.ArgumentParser:
              "object `evaluate --params` takes)")
     sp.add_argument("experiment", help="experiment YAML")
     sp.add_argument("--json", action="store_true", help="print the example point as JSON")
+
+    sp = add("compare", cmd_compare, "run search strategies against each other at an equal "
+             "budget of trainings, several seeds each, and score them at one fixed reference "
+             "point: hypervolume at a quarter, half and all of the budget (mean and spread), best "
+             "energy-delay product at iso-accuracy, trials and wall time; writes CSVs, a PNG "
+             "of hypervolume vs trainings and a README.md table to --out")
+    sp.add_argument("experiment", help="experiment YAML (its study name prefixes the runs' "
+                    "studies: NAME.<strategy>.s<seed>)")
+    sp.add_argument("--strategies", default="nested,nsga2,tpe,random,decoupled",
+                    help="comma-separated: nested, decoupled (optionally :<sampler>, default "
+                    "tpe) and the flat samplers nsga2, nsga3, tpe, gp, random, qmc "
+                    "(default: %(default)s)")
+    sp.add_argument("--seeds", type=_positive, default=3, help="runs per strategy, seeds "
+                    "study.seed + 0, 1, ... (default: %(default)s)")
+    sp.add_argument("--trainings", type=_positive, help="the budget of each run, in "
+                    "trainings (default: the experiment's study.n_trials)")
+    sp.add_argument("--storage", help="storage of the runs' studies (default "
+                    "sqlite:///runs/<name>-compare.db); an existing run continues to the budget")
+    sp.add_argument("--out", help="folder for runs.csv, summary.csv, trace.csv, "
+                    "hypervolume.png and README.md (default runs/<name>-compare; new, empty "
+                    "or an earlier comparison's)")
+    sp.add_argument("--workers", type=_positive, help="evaluations in flight at once")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 

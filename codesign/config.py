@@ -105,6 +105,46 @@ class ExecutionConfig:
     max_retries: int = 1
 
 
+STRATEGIES = ("flat", "nested", "decoupled")
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """How the search spends its trainings (``strategy:``; see experiments/README.md).
+
+    ``flat``: the sampler proposes whole designs (network and accelerator together).
+    ``nested``: the sampler proposes the network and compression; each network's accelerator
+    half is solved without training: its layers are priced on every accelerator
+    configuration of the space (the grid, when it has at most ``hw_grid_max`` points, else
+    ``hw_samples`` sampled ones), the network is trained if one of them meets the budgets,
+    and the non-dominated feasible configurations (at most ``hw_keep``) become
+    (network, accelerator) pairs of the study. ``decoupled``: the network half first, on the
+    reference accelerator (the middle of each accelerator range), then the accelerator half
+    for the Pareto networks of that search, as ``nested`` solves it.
+    """
+
+    name: str = "flat"
+    hw_grid_max: int = 20000
+    hw_samples: int = 4000
+    hw_keep: int = 8
+
+    @property
+    def solves_hardware(self) -> bool:
+        return self.name != "flat"
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """How studies are scored (``report:``). ``reference``: per objective, the worst value
+    that still counts towards the hypervolume; ``ideal``: the best (default: accuracy 1,
+    the others 0). Each objective is normalised to [0, 1] between the two, so the
+    hypervolume of two studies of one experiment compares. ``reference`` unset: each study's
+    own (the budget, else 1.1 x its worst feasible value), which does not compare."""
+
+    reference: dict[str, float] | None = None
+    ideal: dict[str, float] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """A validated experiment. ``resolved`` is the full YAML mapping with defaults filled in."""
@@ -118,6 +158,8 @@ class ExperimentConfig:
     space: JointSpace
     execution: ExecutionConfig
     resolved: dict[str, Any]
+    strategy: StrategyConfig = StrategyConfig()
+    report: ReportConfig = ReportConfig()
 
     @property
     def directions(self) -> list[str]:
@@ -127,6 +169,7 @@ class ExperimentConfig:
         """Hash of what defines the study's results (not trial count, storage or execution)."""
         r = dict(self.resolved)
         r.pop("execution", None)
+        r.pop("report", None)  # how studies are scored, not what they find
         r["study"] = {k: v for k, v in r["study"].items() if k in ("name", "seed")}
         return stable_hash(r)
 
@@ -361,6 +404,10 @@ def from_mapping(
     data_dir = t.get("data_dir", _STR, None, None, nullable=True)
     if data_dir is not None:
         data_dir = _input_path(data_dir, base_dir)  # workers and resume see the same folder
+    elif isinstance(dataset, str):
+        from evaluators.training import default_data_dir
+
+        data_dir = default_data_dir(dataset)  # a packaged copy (Debian's dataset-*), if any
     epochs = t.get("epochs", _INT, None, _pos, nullable=True)
     steps = t.get("steps", _INT, None, _pos, nullable=True)
     if epochs is not None and steps is not None:
@@ -422,6 +469,19 @@ def from_mapping(
     )
     e.finish()
 
+    # strategy / report -----------------------------------------------------------------
+    top.read.add("strategy")
+    st = _Section(raw.get("strategy"), "strategy", problems)
+    strategy = StrategyConfig(
+        name=st.get("name", _STR, "flat", in_set(STRATEGIES)),
+        hw_grid_max=st.get("hw_grid_max", _INT, StrategyConfig.hw_grid_max, _pos),
+        hw_samples=st.get("hw_samples", _INT, StrategyConfig.hw_samples, _pos),
+        hw_keep=st.get("hw_keep", _INT, StrategyConfig.hw_keep, _pos),
+    )
+    st.finish()
+    top.read.add("report")
+    report = _report_section(raw.get("report"), objectives, problems)
+
     # space ---------------------------------------------------------------------------
     top.read.add("space")
     space = None
@@ -456,6 +516,10 @@ def from_mapping(
         "space": space.to_yaml(),
         "execution": dict(vars(execution)),
     }
+    if "strategy" in raw:  # absent: flat, and a stored study of an older version matches
+        resolved["strategy"] = dict(vars(strategy))
+    if "report" in raw:
+        resolved["report"] = {"reference": report.reference, "ideal": report.ideal}
     return ExperimentConfig(
         source=source,
         study=study,
@@ -466,4 +530,50 @@ def from_mapping(
         space=space,
         execution=execution,
         resolved=resolved,
+        strategy=strategy,
+        report=report,
     )
+
+
+def _report_section(raw: Any, objectives: tuple[str, ...],
+                    problems: list[tuple[str, str]]) -> ReportConfig:
+    r = _Section(raw, "report", problems)
+    points: dict[str, dict[str, float] | None] = {}
+    for key in ("reference", "ideal"):
+        value = r.raw.get(key)
+        r.read.add(key)
+        if value is None:
+            points[key] = None
+            continue
+        if not isinstance(value, Mapping):
+            problems.append((f"report.{key}", f"expected a mapping objective -> value, "
+                             f"got {value!r}"))
+            points[key] = None
+            continue
+        point: dict[str, float] = {}
+        for name, v in value.items():
+            if name not in objectives:
+                problems.append((f"report.{key}.{name}", f"not an objective of this "
+                                 f"experiment; objectives: {list(objectives)}"))
+            elif isinstance(v, bool) or not isinstance(v, (int, float)):
+                problems.append((f"report.{key}.{name}", f"expected a number, got {v!r}"))
+            else:
+                point[name] = float(v)
+        points[key] = point
+    r.finish()
+    ref, ideal = points["reference"], points["ideal"] or {}
+    if ref is not None:
+        missing = [o for o in objectives if o not in ref]
+        if missing:
+            problems.append(("report.reference", f"give a value for every objective; "
+                             f"missing: {missing}"))
+        for name in ref:
+            best = ideal.get(name, IDEAL.get(name, 0.0))
+            worse = ref[name] < best if OBJECTIVES.get(name) == "maximize" else ref[name] > best
+            if name in objectives and not worse:
+                problems.append((f"report.reference.{name}", f"must be worse than the ideal "
+                                 f"{best:g}, got {ref[name]:g}"))
+    return ReportConfig(reference=ref, ideal=ideal)
+
+
+IDEAL = {"accuracy": 1.0}  # the ideal of an objective report.ideal leaves out (others: 0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -41,14 +40,36 @@ def trial_count(storage: optuna.storages.BaseStorage, summary: Any) -> int:
     return len(storage.get_all_trials(summary._study_id, deepcopy=False))
 
 
-def hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
-    """Hypervolume of minimized ``points`` below ``reference`` (``optuna._hypervolume``)."""
-    from optuna._hypervolume import compute_hypervolume
-
-    return float(compute_hypervolume(points, reference))
-
-
 def live_trial(study: optuna.Study, trial: FrozenTrial) -> optuna.Trial:
     """A ``Trial`` handle of a stored trial, as optuna-dashboard's ``save_note`` takes one
     (relies on ``FrozenTrial._trial_id``)."""
     return optuna.Trial(study, trial._trial_id)
+
+
+def set_params(study: optuna.Study, trial: optuna.Trial, params: dict[str, Any],
+               distributions: dict[str, Any]) -> None:
+    """Give a running trial parameters its sampler did not propose (the accelerator half a
+    nested strategy solves): relies on ``Study._storage`` and ``Trial._trial_id``, as
+    ``Trial.suggest_*`` would only ask the sampler."""
+    for name, value in params.items():
+        dist = distributions[name]
+        study._storage.set_trial_param(trial._trial_id, name, dist.to_internal_repr(value),
+                                       dist)
+
+
+def add_complete(study: optuna.Study, *, params: dict[str, Any],
+                 distributions: dict[str, Any], values: Sequence[float],
+                 constraints: Sequence[float], user_attrs: dict[str, Any]) -> FrozenTrial:
+    """Record a finished trial the driver evaluated itself (a nested strategy's further
+    pairs), its constraints where ``set_constraints`` puts them, and return it as stored
+    (``Study.add_trial``'s checks, then ``Study._storage`` and ``Study._study_id``, as
+    ``add_trial`` returns nothing and reading the study back would read every trial)."""
+    trial = optuna.trial.create_trial(
+        params=params, distributions=distributions, values=[float(v) for v in values],
+        user_attrs=user_attrs,
+        system_attrs={LEGACY_CONSTRAINTS_KEY: [float(v) for v in constraints]})
+    trial._validate()
+    if len(study.directions) != len(values):
+        raise ValueError(f"{len(values)} values for {len(study.directions)} objectives")
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=trial)
+    return study._storage.get_trial(trial_id)

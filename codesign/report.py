@@ -1,15 +1,21 @@
 """Read-only views of a study: Pareto rows, hypervolume, the ``inspect`` JSON, text tables.
 
-Hypervolume is computed in a normalized loss space so that it reads as "fraction of the
-reference box dominated": accuracy becomes ``1 - accuracy`` (reference 1), every minimized
-objective ``value / reference`` (reference 1), where the reference is that objective's budget
-when the experiment sets one, else 1.1 x its worst value over the feasible complete trials.
-Only feasible COMPLETE trials count.
+Hypervolume is computed in a normalized loss space, so that it reads as "fraction of the
+reference box dominated": each objective is mapped to [0, 1] between its ideal (0) and its
+reference (1): accuracy as ``(ideal - accuracy) / (ideal - reference)``, a minimized
+objective as ``(value - ideal) / (reference - ideal)``. With ``report.reference`` set in the
+experiment, the box is fixed and hypervolumes of studies of that experiment compare (ideal:
+``report.ideal``, default accuracy 1 and 0 for the others). Without it, each study's own box:
+reference accuracy 0, and for a minimized objective its budget when the experiment sets one,
+else 1.1 x its worst value over the feasible complete trials; that number ranks nothing
+across studies. Only feasible COMPLETE trials count. Computed with moocore (exact, WFG-type
+algorithms in C).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,7 +23,6 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from codesign.config import OBJECTIVES, ExperimentConfig
-from codesign.optuna_adapter import hypervolume
 from codesign.study import ATTR_PROVENANCE, ATTR_TARGET, A, counts_by_state
 from codesign.urls import display_url
 from evaluators.specs import DesignPoint, EvaluatorError
@@ -151,8 +156,24 @@ def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(trials, key=lambda t: (sign * t.values[0], t.number))
 
 
-def reference_point(study: optuna.Study, cfg: ExperimentConfig) -> dict[str, float]:
-    ok = [t for t in study.get_trials(deepcopy=False) if feasible(t)]
+def hypervolume(losses: np.ndarray) -> float:
+    """Hypervolume of normalized ``losses`` (rows; minimized) below the point (1, ..., 1)."""
+    import moocore
+
+    inside = losses[np.all(losses < 1.0, axis=1)]
+    if not len(inside):
+        return 0.0
+    return float(moocore.hypervolume(inside, ref=np.ones(losses.shape[1])))
+
+
+def reference_point(study: optuna.Study | Sequence[FrozenTrial],
+                    cfg: ExperimentConfig) -> dict[str, float]:
+    """The hypervolume reference: ``report.reference`` when the experiment fixes it, else
+    the study's own (see the module docstring)."""
+    if cfg.report.reference is not None:
+        return {o: cfg.report.reference[o] for o in cfg.objectives}
+    trials = study.get_trials(deepcopy=False) if isinstance(study, optuna.Study) else study
+    ok = [t for t in trials if feasible(t)]
     ref = {}
     for i, name in enumerate(cfg.objectives):
         if name == "accuracy":
@@ -164,38 +185,80 @@ def reference_point(study: optuna.Study, cfg: ExperimentConfig) -> dict[str, flo
     return ref
 
 
-def _losses(values: np.ndarray, cfg: ExperimentConfig, ref: dict[str, float]) -> np.ndarray:
+def ideal_point(cfg: ExperimentConfig) -> dict[str, float]:
+    """The normalization's best values: ``report.ideal`` (with a fixed reference), else
+    accuracy 1 and 0 for the others."""
+    given = cfg.report.ideal if cfg.report.reference is not None else {}
+    return {o: given.get(o, 1.0 if o == "accuracy" else 0.0) for o in cfg.objectives}
+
+
+def losses(values: np.ndarray, cfg: ExperimentConfig, ref: dict[str, float]) -> np.ndarray:
+    """Objective rows -> normalized losses (0 at the ideal, 1 at the reference)."""
+    ideal = ideal_point(cfg)
     cols = []
     for i, name in enumerate(cfg.objectives):
-        if name == "accuracy":
-            cols.append(1.0 - values[:, i])
+        span = ref[name] - ideal[name]
+        if OBJECTIVES[name] == "maximize":
+            cols.append((ideal[name] - values[:, i]) / -span)
         else:
-            cols.append(values[:, i] / ref[name])
+            cols.append((values[:, i] - ideal[name]) / span)
     return np.stack(cols, axis=1)
+
+
+@dataclass(frozen=True)
+class HypervolumeTrace:
+    """The hypervolume after each finished trial, in trial-number order, with the work
+    spent up to it: trainings run (``codesign.trained``) and their hours
+    (``codesign.train_seconds``). ``reference``: the point it was computed against."""
+
+    numbers: list[int]
+    hypervolume: list[float]
+    trainings: list[int]
+    train_hours: list[float]
+    reference: dict[str, float]
+
+    def at_trainings(self, budget: int) -> float:
+        """The hypervolume once ``budget`` trainings had been spent (the last trial before
+        the next training; the final value when the study spent fewer)."""
+        best = 0.0
+        for hv, n in zip(self.hypervolume, self.trainings):
+            if n > budget:
+                break
+            best = hv
+        return best
+
+
+def hypervolume_trace(trials: Sequence[FrozenTrial], cfg: ExperimentConfig,
+                      reference: dict[str, float] | None = None) -> HypervolumeTrace:
+    """:class:`HypervolumeTrace` of ``trials`` (a study's), against ``reference`` (default
+    :func:`reference_point`)."""
+    ref = reference or reference_point(trials, cfg)
+    done = sorted((t for t in trials if t.state.is_finished()), key=lambda t: t.number)
+    trace = HypervolumeTrace([], [], [], [], ref)
+    points: list[np.ndarray] = []
+    current, trainings, seconds = 0.0, 0, 0.0
+    for t in done:
+        if t.user_attrs.get(A + "trained"):
+            trainings += 1
+            seconds += float(t.user_attrs.get(A + "train_seconds") or 0.0)
+        if feasible(t):
+            loss = losses(np.array([t.values], dtype=float), cfg, ref)[0]
+            if np.all(loss < 1.0):
+                points.append(loss)
+                current = hypervolume(np.array(points))
+        trace.numbers.append(t.number)
+        trace.hypervolume.append(current)
+        trace.trainings.append(trainings)
+        trace.train_hours.append(seconds / 3600.0)
+    return trace
 
 
 def hypervolume_history(
     study: optuna.Study, cfg: ExperimentConfig
 ) -> tuple[list[int], list[float], dict[str, float]]:
     """Hypervolume after each finished trial (in trial-number order) and the reference."""
-    ref = reference_point(study, cfg)
-    trials = sorted(
-        (t for t in study.get_trials(deepcopy=False) if t.state.is_finished()),
-        key=lambda t: t.number,
-    )
-    numbers, hv = [], []
-    points: list[np.ndarray] = []
-    current = 0.0
-    ones = np.ones(len(cfg.objectives))
-    for t in trials:
-        if feasible(t):
-            loss = _losses(np.array([t.values]), cfg, ref)[0]
-            if np.all(loss < ones):
-                points.append(loss)
-                current = hypervolume(np.array(points), ones)
-        numbers.append(t.number)
-        hv.append(current)
-    return numbers, hv, ref
+    trace = hypervolume_trace(study.get_trials(deepcopy=False), cfg)
+    return trace.numbers, trace.hypervolume, trace.reference
 
 
 def cache_stats(study: optuna.Study) -> dict[str, Any]:
@@ -247,7 +310,10 @@ def summary(study: optuna.Study, cfg: ExperimentConfig, storage_url: str) -> dic
         "feasible_complete": len(done),
         "pareto": [trial_record(t, cfg, shared.get(t.number, [])) for t in pareto],
         "hypervolume": {"value": hv[-1] if hv else 0.0, "reference": ref,
-                        "normalization": "1-accuracy; value/reference for the others"},
+                        "ideal": ideal_point(cfg),
+                        "fixed": cfg.report.reference is not None,
+                        "normalization": "(value - ideal) / (reference - ideal) per "
+                                         "objective (accuracy: ideal - value)"},
         "best": best,
         "cache": cache_stats(study),
         "failures": failures,

@@ -21,7 +21,20 @@ the trial's constraint values, in order), ``trained``, ``cached``, ``input_densi
 layer's non-zero input fraction measured in training, which the hardware was priced with),
 ``train_seconds``, ``hw_seconds``, ``weights`` (path of the trained weights), ``warm_from``
 and ``warm_tensors`` (warm start: the source's training key or ``checkpoint``, tensors
-loaded), ``driver``, ``attempts``, ``fail_reason``, ``requeued_from``, ``repeat_of``.
+loaded), ``driver``, ``attempts``, ``fail_reason``, ``requeued_from``, ``repeat_of``,
+``pair_of`` (a pair a nested or decoupled strategy recorded for the network of that trial).
+
+**Strategies** (``strategy:``, :mod:`codesign.strategies`). ``flat``: the sampler proposes
+whole designs. ``nested``: it proposes the network half; the driver prices the network on
+the accelerator configurations of the space before training (the trial gets the feasible
+one of least energy-delay product, or, when none is feasible, the least over budget, and is
+then never trained), and after training records the network's non-dominated feasible
+configurations as further trials (``pair_of``). ``decoupled``: stage 1 trains the sampler's
+networks on the reference accelerator whatever the budgets; once the budget is spent,
+stage 2 records the hardware pairs of stage 1's non-dominated networks (no training). With
+``nested`` and ``decoupled``, ``n_trials`` counts distinct networks. A session may also stop
+at a number of trainings (``RunOptions.max_trainings``, what ``codesign compare`` gives every
+strategy).
 """
 
 from __future__ import annotations
@@ -39,16 +52,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from codesign.config import ExperimentConfig
 from codesign.errors import CodesignError, Interrupted, RunAborted
 from codesign.files import own_weights, write_atomic
-from codesign.optuna_adapter import fail_stale, set_constraints
+from codesign.optuna_adapter import add_complete, fail_stale, set_constraints, set_params
 from codesign.report import by_design, constraints_of
+from codesign.strategies import HardwareSolver, hardware_seed, non_dominated
 from codesign.study import ATTR_TARGET, A, suggest
 from evaluators.specs import (
+    Budgets,
     DatasetError,
     DesignPoint,
     EvalResult,
@@ -83,6 +99,7 @@ class RunOptions:
     ray_address: str | None = None
     progress: bool = True
     resume_flags: tuple[str, ...] = ()  # what `resume NAME` needs to run as this session did
+    max_trainings: int | None = None  # stop once the study has run this many trainings
 
 
 @dataclass(frozen=True)
@@ -103,6 +120,7 @@ class RunSummary:
     unmappable_now: int = 0
     exhausted: bool = False  # stopped early: the sampler proposed only evaluated designs
     nothing_to_do: bool = False  # the study had reached its target before the session
+    pairs_now: int = 0  # (network, accelerator) pairs a nested / decoupled strategy recorded
 
 
 class CacheEntry(NamedTuple):
@@ -123,6 +141,7 @@ class _Pending:
     attempt: int
     started: float
     warm_from: str | None = None  # training key (or "checkpoint") its weights started from
+    points: list[dict[str, Any]] | None = None  # nested: the configurations it was priced on
 
 
 def _driver_id() -> str:
@@ -409,6 +428,8 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
     session.connect()
     try:
         session.loop()
+        if cfg.strategy.name == "decoupled":
+            session.stage_two()
     finally:
         session.close()
     return session.summary(requeued, time.perf_counter() - t_start)
@@ -441,13 +462,21 @@ class _Session:
     exhausted: bool = False
     streak: int = 0  # repeats proposed in a row since the last new design or result
     last_failure: str = ""
+    pairs: int = 0
+    networks: set[str] = field(default_factory=set)  # nested/decoupled: trained-for keys
 
     def __post_init__(self) -> None:
         ended = self.study.get_trials(deepcopy=False,
                                       states=(TrialState.COMPLETE, TrialState.PRUNED))
         done = [t for t in ended if t.state == TrialState.COMPLETE]
         self.cache = TrainingCache(done)
-        self.dists = self.cfg.space.distributions()
+        self.full_dists = self.cfg.space.distributions()
+        self.solver = HardwareSolver(self.cfg) if self.cfg.strategy.solves_hardware else None
+        # nested / decoupled: the sampler proposes the network half; the driver the rest
+        self.dists = (self.cfg.space.network_distributions() if self.solver
+                      else self.full_dists)
+        self.grid_points: list[dict[str, Any]] | None = None
+        self.trained_before = sum(bool(t.user_attrs.get(A + "trained")) for t in done)
         threads = max(1, int(self.cfg.execution.cpus_per_trial))
         self.task = replace(self.cfg.task, num_threads=threads)
         # design key -> its first trial with a deterministic outcome: finished, unmappable,
@@ -459,6 +488,10 @@ class _Session:
             for key, g in groups.items() if not key.startswith("#")}
         self.complete = sum(any(t.state == TrialState.COMPLETE for t in g)
                             for g in groups.values())
+        if self.solver is not None:  # distinct networks, not designs
+            self.networks = {t.user_attrs.get(A + "training_key", "") for t in done
+                             if A + "pair_of" not in t.user_attrs}
+            self.complete = len(self.networks)
         self.done_trials = done
         self.max_failures = max(10, 2 * self.opts.n_trials)
 
@@ -489,7 +522,7 @@ class _Session:
                           trained_now=self.trained, cache_hits_now=self.hits,
                           over_budget_now=self.over_budget, repeats_now=self.repeated,
                           seconds=seconds, unmappable_now=self.unmappable,
-                          exhausted=self.exhausted)
+                          exhausted=self.exhausted, pairs_now=self.pairs)
 
     def loop(self) -> None:
         import ray
@@ -566,18 +599,24 @@ class _Session:
         designs finished and in flight are short of ``n_trials``."""
         while (len(self.pending) < self.opts.workers
                and self.complete + self.in_flight() < self.opts.n_trials
-               and self.failed <= self.max_failures):
+               and self.failed <= self.max_failures and not self.trainings_spent()):
             if self.streak >= MAX_REPEAT_STREAK:  # ask again once a result has come back
                 self.exhausted = not self.pending and not self.evaluating
                 return
             trial = self.study.ask(self.dists)
-            design = self.cfg.space.decode(trial.params)
+            params, points = trial.params, None
+            if self.solver is not None:  # the accelerator half: the driver's
+                hw, points = self.hardware_for(trial.number, params)
+                set_params(self.study, trial, hw, self.full_dists)
+                params = {**params, **hw}
+            design = self.cfg.space.decode(params)
             key, dkey = design.training_key(self.task), design.design_key()
             trial.set_user_attr(A + "design", design.to_dict())
             trial.set_user_attr(A + "design_key", dkey)
             trial.set_user_attr(A + "training_key", key)
             trial.set_user_attr(A + "driver", _driver_id())
-            p = _Pending(trial, design, key, dkey, self.cache.get(key), 0, time.perf_counter())
+            p = _Pending(trial, design, key, dkey, self.cache.get(key), 0, time.perf_counter(),
+                         points=points)
             if dkey in self.known:
                 self.tell_repeat(p, self.known[dkey])
                 self.streak += 1
@@ -588,6 +627,38 @@ class _Session:
                 self.streak = 0
                 self.evaluating[dkey] = []
                 self.start(p)
+
+    def trainings_spent(self) -> bool:
+        """Whether the trainings run and running reach ``max_trainings`` (a running
+        evaluation that will not train, being over budget, counts until it returns)."""
+        cap = self.opts.max_trainings
+        return cap is not None and (self.trained_before + self.trained
+                                    + len(self.training_now)) >= cap
+
+    def hardware_for(self, number: int, params: dict[str, Any]
+                     ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+        """The accelerator half of trial ``number`` (network half ``params``): decoupled,
+        the reference accelerator; nested, ``HardwareSolver.probe`` over the configurations
+        it is priced on (returned with it)."""
+        assert self.solver is not None
+        space = self.cfg.space
+        if self.cfg.strategy.name == "decoupled":
+            return space.reference_hardware(), None
+        points = self.hardware_points(number)
+        network = space.decode({**params, **points[0]}).network
+        hw, _ = self.solver.probe(network, points)
+        return hw, points
+
+    def hardware_points(self, number: int) -> list[dict[str, Any]]:
+        """The configurations a network of trial ``number`` is priced on (the grid, the
+        same for every trial, or a sample seeded by the trial's number)."""
+        assert self.solver is not None
+        o = self.cfg.strategy
+        if self.solver.grid is not None and self.solver.grid <= o.hw_grid_max:
+            if self.grid_points is None:
+                self.grid_points = self.solver.points(0)
+            return self.grid_points
+        return self.solver.points(hardware_seed(self.cfg.study.seed, number))
 
     def start(self, p: _Pending) -> None:
         if p.hit is None and p.key in self.diverged and _within_budgets(p.design, self.cfg):
@@ -610,7 +681,9 @@ class _Session:
         if init is not None and init is warm.checkpoint:  # the same bytes for every training:
             init = self.checkpoint_ref  # into Ray's object store once, not copied per task
         hit = p.hit
-        ref = self.remote.remote(p.design, self.task, self.cfg.budgets,
+        # decoupled: stage 1 trains its networks whatever the reference accelerator costs
+        budgets = Budgets() if self.cfg.strategy.name == "decoupled" else self.cfg.budgets
+        ref = self.remote.remote(p.design, self.task, budgets,
                                  cached_accuracy=hit.accuracy if hit else None,
                                  cached_input_density=hit.input_density if hit else None,
                                  init_state=init)
@@ -627,12 +700,21 @@ class _Session:
         told: FrozenTrial | None = None
         try:
             result: EvalResult = ray.get(ref)
+            if self.cfg.strategy.name == "decoupled":
+                result = _with_budgets(result, self.cfg.budgets)
             told = self.tell(p, result)
             if told.state != TrialState.COMPLETE:
                 if A + "fail_reason" not in told.user_attrs:  # a value Optuna refused
                     self.failed += 1
             else:
-                self.complete += 1
+                if self.solver is None or p.key not in self.networks:
+                    self.complete += 1
+                self.networks.add(p.key)
+                if p.points is not None and result.feasible:
+                    self.record_pairs(told, p.points)
+                if (self.cfg.strategy.name == "decoupled" and result.training is not None
+                        and self.at_mark()):
+                    self.stage_two()
                 self.trained += result.training is not None
                 self.hits += result.cached
                 self.over_budget += not result.feasible
@@ -784,6 +866,88 @@ class _Session:
         trial.set_user_attr(A + "constraint_names", list(named))
         set_constraints(self.study, trial, list(named.values()))
         self.study.tell(trial, list(first.values))
+
+
+    # ---------------------------------------------------------------- hardware pairs
+
+    def record_pairs(self, told: FrozenTrial, points: list[dict[str, Any]]) -> None:
+        """Record the pairs of ``told``'s network (its accuracy, its measured input
+        densities) on ``points``, except designs the study has already."""
+        assert self.solver is not None
+        attrs = told.user_attrs
+        net_params = {k: v for k, v in told.params.items() if k in self.dists}
+        network = DesignPoint.from_dict(attrs[A + "design"]).network
+        density = attrs.get(A + "input_density")
+        accuracy = float(attrs[A + "accuracy"])
+        for pair in self.solver.front(network, density, points, net_params):
+            dkey = pair.design.design_key()
+            if dkey in self.known or dkey in self.evaluating:
+                continue
+            hw = pair.report.to_dict()
+            user = {A + k: v for k, v in {
+                "design": pair.design.to_dict(), "design_key": dkey,
+                "training_key": attrs.get(A + "training_key"), "feasible": True,
+                "infeasible_reason": None, "accuracy": accuracy, "hw": hw["total"],
+                "layers": hw["layers"], "trained": False, "cached": True,
+                "input_density": density, "weights": attrs.get(A + "weights"),
+                "constraint_names": list(pair.constraints), "pair_of": told.number,
+                "driver": _driver_id()}.items() if v is not None}
+            table = {"accuracy": accuracy, **pair.report.metrics()}
+            params = {**net_params, **pair.hw_params}
+            added = add_complete(
+                self.study, params=params,
+                distributions={k: self.full_dists[k] for k in params},
+                values=[float(table[o]) for o in self.cfg.objectives],
+                constraints=list(pair.constraints.values()), user_attrs=user)
+            self.known[dkey] = added
+            self.pairs += 1
+
+    def at_mark(self) -> bool:
+        """Decoupled: whether stage 1 has just spent a quarter, a half, three quarters or
+        all of its budget (``max_trainings``, else ``n_trials`` networks)."""
+        if self.opts.max_trainings is not None:
+            budget, spent = self.opts.max_trainings, self.trained_before + self.trained
+        else:
+            budget, spent = self.opts.n_trials, self.complete
+        return spent in {math.ceil(q * budget) for q in (0.25, 0.5, 0.75, 1.0)}
+
+    def stage_two(self) -> None:
+        """Decoupled stage 2: the pairs of every network that no other trained one
+        dominates on the objectives at the reference accelerator (budgets aside: stage 1
+        never looked at them), each network once. Run at each quarter of the budget
+        (``at_mark``) and at the end, so that the study holds at every quarter what a
+        decoupled search of that budget finds (and the pairs of networks later dominated
+        at the reference: no training, and in the baseline's favour)."""
+        assert self.solver is not None
+        done_key = A + "stage_two_done"
+        done = set(self.study.user_attrs.get(done_key, []))
+        trained = [t for t in self.study.get_trials(deepcopy=False,
+                                                    states=(TrialState.COMPLETE,))
+                   if t.user_attrs.get(A + "trained")]
+        if not trained:
+            return
+        signs = np.array([-1.0 if d == "maximize" else 1.0 for d in self.cfg.directions])
+        values = np.array([t.values for t in trained], dtype=float) * signs
+        for i in non_dominated(values):
+            t = trained[int(i)]
+            key = t.user_attrs.get(A + "training_key")
+            if key in done:
+                continue
+            self.record_pairs(t, self.hardware_points(t.number))
+            done.add(key)
+            self.study.set_user_attr(done_key, sorted(done))
+
+
+def _with_budgets(result: EvalResult, budgets: Budgets) -> EvalResult:
+    """A result priced and trained without budgets (decoupled stage 1), with its
+    constraints and feasibility against ``budgets``."""
+    from evaluators.evaluate import constraint_values, violation
+
+    constraints = constraint_values(result.hardware, budgets)
+    violated = [k for k, v in constraints.items() if v > 0]
+    reason = ", ".join(violation(result.hardware, budgets, k) for k in violated) or None
+    return replace(result, constraints=constraints, feasible=not violated,
+                   infeasible_reason=reason)
 
 
 def _progress(opts: RunOptions, name: str, initial: int) -> Any:

@@ -51,7 +51,7 @@ def constraint_values(report: HardwareReport, budgets: Budgets) -> dict[str, flo
     return out
 
 
-def _violation(report: HardwareReport, budgets: Budgets, name: str) -> str:
+def violation(report: HardwareReport, budgets: Budgets, name: str) -> str:
     """One budget overshoot in words."""
     r = (report.resources or {}).get(name)
     if r is not None:
@@ -103,7 +103,7 @@ def evaluate(
     common = dict(hardware=report, constraints=constraints, training_key=key,
                   hw_seconds=hw_seconds)
     if violated:
-        reason = ", ".join(_violation(report, budgets, k) for k in violated)
+        reason = ", ".join(violation(report, budgets, k) for k in violated)
         return EvalResult(feasible=False, accuracy=0.0, infeasible_reason=reason, **common)
     if cached_accuracy is not None:
         return EvalResult(feasible=True, accuracy=cached_accuracy, cached=True, **common)

@@ -200,6 +200,55 @@ def extremes(dim: Dim) -> list[Any]:
     return [dim.low, dim.high]
 
 
+def grid_values(dim: Dim) -> list[Any] | None:
+    """Every value of a finite dimension in order (choices, stepped ranges), else ``None``."""
+    if isinstance(dim, Fixed):
+        return [dim.value]
+    if isinstance(dim, Choice):
+        return list(dim.choices)
+    if isinstance(dim, IntRange) and not dim.log:
+        return list(range(dim.low, dim.high + 1, dim.step))
+    if isinstance(dim, FloatRange) and dim.step is not None and not dim.log:
+        n = int(round((dim.high - dim.low) / dim.step))
+        return [round(dim.low + i * dim.step, 12) for i in range(n + 1)]
+    return None
+
+
+def middle(dim: Dim) -> Any:
+    """The middle of a dimension: the middle choice (the upper one of an even count), the
+    geometric middle of a log range, else the arithmetic one, snapped to its step."""
+    if isinstance(dim, Fixed):
+        return dim.value
+    if isinstance(dim, Choice):
+        return dim.choices[len(dim.choices) // 2]
+    mid = (dim.low * dim.high) ** 0.5 if dim.log else (dim.low + dim.high) / 2
+    if isinstance(dim, IntRange):
+        return min(dim.high, dim.low + round((mid - dim.low) / dim.step) * dim.step)
+    if dim.step is not None:
+        return min(dim.high, round(dim.low + round((mid - dim.low) / dim.step) * dim.step, 12))
+    return float(mid)
+
+
+def draw(dim: Dim, rng: Any, n: int) -> list[Any]:
+    """``n`` values of ``dim`` drawn uniformly (log-uniformly for a log range) with the numpy
+    generator ``rng``."""
+    if isinstance(dim, Fixed):
+        return [dim.value] * n
+    if isinstance(dim, Choice):
+        return [dim.choices[i] for i in rng.integers(0, len(dim.choices), n)]
+    values = grid_values(dim)
+    if values is not None:
+        return [values[i] for i in rng.integers(0, len(values), n)]
+    import math
+
+    lo, hi = (math.log(dim.low), math.log(dim.high)) if dim.log else (dim.low, dim.high)
+    u = rng.uniform(lo, hi, n)
+    x = [math.exp(v) if dim.log else float(v) for v in u]
+    if isinstance(dim, IntRange):  # a log int range
+        return [min(dim.high, max(dim.low, int(round(v)))) for v in x]
+    return [min(dim.high, max(dim.low, v)) for v in x]
+
+
 def to_yaml(dim: Dim) -> Any:
     """Write a dimension back in the YAML spelling (for the resolved experiment)."""
     if isinstance(dim, Fixed):

@@ -53,8 +53,11 @@ from search_spaces.dims import (
     between,
     contains,
     distribution,
+    draw,
     extremes,
+    grid_values,
     in_set,
+    middle,
     parse_dim,
     positive,
     to_yaml,
@@ -222,6 +225,58 @@ class JointSpace:
             dim = self.dims[name]
             out[name] = dim.choices[0] if isinstance(dim, Choice) else dim.low  # type: ignore
         return out
+
+    def network_distributions(self) -> dict[str, Any]:
+        """The searched parameters of the network and compression halves (``net/``,
+        ``cmp/``): what a nested or decoupled strategy's sampler proposes."""
+        return {n: d for n, d in self.distributions().items() if not n.startswith("hw/")}
+
+    def hardware_distributions(self) -> dict[str, Any]:
+        """The searched accelerator parameters (``hw/``)."""
+        return {n: d for n, d in self.distributions().items() if n.startswith("hw/")}
+
+    def hardware_grid_size(self) -> int | None:
+        """The number of accelerator configurations of the space when every searched
+        ``hw/`` dimension is finite (choices, stepped ranges), else ``None``."""
+        size = 1
+        for name in self.hardware_distributions():
+            values = grid_values(self.dims[name])
+            if values is None:
+                return None
+            size *= len(values)
+        return size
+
+    def hardware_points(self, *, max_grid: int, samples: int, seed: int
+                        ) -> list[dict[str, Any]]:
+        """Accelerator configurations (searched ``hw/`` parameters) to price a network on:
+        the whole grid, in a stable order, when it has at most ``max_grid`` points; else
+        ``samples`` points drawn with the numpy seed ``seed`` (uniform per dimension,
+        log-uniform on log ranges), duplicates dropped."""
+        names = list(self.hardware_distributions())
+        size = self.hardware_grid_size()
+        if size is not None and size <= max_grid:
+            grids = [grid_values(self.dims[n]) or [] for n in names]
+            return [dict(zip(names, point)) for point in itertools.product(*grids)]
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        columns = [draw(self.dims[n], rng, samples) for n in names]
+        seen: dict[tuple[Any, ...], None] = {}
+        for point in zip(*columns):
+            seen.setdefault(tuple(point), None)
+        return [dict(zip(names, point)) for point in seen]
+
+    def reference_hardware(self) -> dict[str, Any]:
+        """The middle of every searched accelerator dimension (``dims.middle``): the
+        decoupled strategy's reference accelerator."""
+        return {n: middle(self.dims[n]) for n in self.hardware_distributions()}
+
+    def accelerator(self, hw_params: Mapping[str, Any]) -> Any:
+        """The accelerator spec of searched ``hw/`` parameters (+ the fixed ones), as
+        :meth:`decode` builds it."""
+        v = {**self.fixed(), **hw_params}
+        return accelerator_spec(self.template,
+                                {key: v[f"hw/{key}"] for key in accelerator_keys(self.template)})
 
     def fixed(self) -> dict[str, Any]:
         return {n: d.value for n, d in self.dims.items() if distribution(d) is None}

@@ -22,11 +22,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from evaluators.training.datasets import (
+    DEFAULT_DATA_DIRS,
     DatasetFileError,
     Splits,
     check_dataset_files,
     check_dataset_readable,
     dataset_info,
+    default_data_dir,
     load_splits,
 )
 
@@ -38,7 +40,9 @@ __all__ = [
     "DatasetFileError",
     "Splits",
     "build_model",
+    "DEFAULT_DATA_DIRS",
     "check_dataset_files",
+    "default_data_dir",
     "check_dataset_readable",
     "dataset_info",
     "evaluate_accuracy",

@@ -39,10 +39,12 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "DEFAULT_DATA_DIRS",
     "DatasetFileError",
     "RestrictedUnpickler",
     "Splits",
     "check_dataset_files",
+    "default_data_dir",
     "check_dataset_readable",
     "dataset_info",
     "load_splits",
@@ -70,6 +72,19 @@ _CIFAR_FILES = {
                 + ("test_batch",)),
     "cifar100": ("cifar-100-python", ("train", "test")),
 }
+# Where a packaged copy of a dataset lives when the experiment sets no ``data_dir``: Debian's
+# ``dataset-fashion-mnist`` installs the original gzipped IDX files of Xiao et al. (2017) there.
+DEFAULT_DATA_DIRS: dict[str, tuple[str, str]] = {  # dataset -> (folder, package that fills it)
+    "fashion_mnist": ("/usr/share/datasets/fashion-mnist", "dataset-fashion-mnist"),
+}
+
+
+def default_data_dir(dataset: str) -> str | None:
+    """The packaged folder of ``dataset`` (``DEFAULT_DATA_DIRS``) when it exists, else None."""
+    folder = DEFAULT_DATA_DIRS.get(dataset, (None, None))[0]
+    return folder if folder and os.path.isdir(folder) else None
+
+
 # IDX type codes (third byte of the magic number) -> big-endian numpy dtype.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -127,6 +142,11 @@ def check_dataset_files(dataset: str, data_dir: str | None) -> list[str]:
     if dataset == "digits":
         return []
     if not data_dir:
+        packaged = DEFAULT_DATA_DIRS.get(dataset)
+        if packaged:
+            return [f"data_dir is not set and {packaged[0]} does not exist: install the "
+                    f"Debian package {packaged[1]} (apt-get install {packaged[1]}) or set "
+                    f"task.data_dir to a folder with the four IDX files"]
         return [f"data_dir is required for dataset {dataset!r}"]
     if not os.path.isdir(data_dir):
         return [f"data_dir {data_dir} does not exist or is not a directory "

@@ -23,6 +23,7 @@ examples:
   codesign inspect quickstart --json
   codesign export quickstart --out exports/quickstart
   codesign plot quickstart --out runs/quickstart.png
+  codesign report quickstart --out runs/quickstart.html   # and runs/quickstart.md
   codesign resume quickstart --n-trials 80            # continue to 80 finished designs
   codesign params experiments/quickstart.yaml --json > p.json
   codesign evaluate experiments/quickstart.yaml --params p.json
@@ -265,6 +266,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
     study, cfg, _ = _open_named(args.name, args.storage)
     out = plot_study(study, cfg, args.out)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from codesign.html_report import write_report
+
+    study, cfg, url = _open_named(args.name, args.storage)
+    html_file, md_file = write_report(study, cfg, url, out=args.out, markdown=args.markdown)
+    print(f"wrote {html_file} (interactive; opens offline) and {md_file}")
     return 0
 
 
@@ -515,6 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--storage", help="storage URL (default sqlite:///runs/<NAME>.db)")
     sp.add_argument("--out", required=True, help="FILE.png or FILE.html (a new file, or one "
                     "codesign plot wrote before)")
+
+    sp = add("report", cmd_report, "one self-contained interactive HTML report of a study "
+             "(plotly.js embedded, opens offline): summary, pairwise and 3-D fronts, "
+             "hypervolume vs trials, trainings and training hours, parallel coordinates of the "
+             "Pareto designs, parameter importances per objective, the Pareto table; plus a "
+             "Markdown file with the same tables")
+    sp.add_argument("name", metavar="NAME")
+    sp.add_argument("--storage", help="storage URL (default sqlite:///runs/<NAME>.db)")
+    sp.add_argument("--out", required=True, help="FILE.html (a new file, or one codesign "
+                    "wrote before)")
+    sp.add_argument("--markdown", metavar="FILE.md", help="the Markdown file (default: "
+                    "--out with .md; a new file, or a report codesign wrote before)")
 
     sp = add("hw", cmd_hw, "the accelerator model alone on a SCALE-Sim topology CSV or on "
              "an exported network spec")

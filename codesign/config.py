@@ -121,16 +121,29 @@ class StrategyConfig:
     (network, accelerator) pairs of the study. ``decoupled``: the network half first, on the
     reference accelerator (the middle of each accelerator range), then the accelerator half
     for the Pareto networks of that search, as ``nested`` solves it.
+
+    ``rungs`` > 1: successive halving on the training budget, with any of the three. A new
+    design is trained on ``eta ** -(rungs - 1)`` of the budget (rung 0); whenever a worker is
+    free, the best ``1 / eta`` of a rung's finished designs (by non-dominated rank, then
+    accuracy) are trained again on ``eta`` times more, from the previous rung's weights, up
+    to the full budget. Only full-budget accuracies enter the front, the hypervolume and
+    the pairs.
     """
 
     name: str = "flat"
     hw_grid_max: int = 20000
     hw_samples: int = 4000
     hw_keep: int = 8
+    rungs: int = 1
+    eta: int = 3
 
     @property
     def solves_hardware(self) -> bool:
         return self.name != "flat"
+
+    def fidelity(self, rung: int) -> float:
+        """The fraction of the training budget of ``rung`` (the top rung: 1)."""
+        return float(self.eta) ** (rung - (self.rungs - 1))
 
 
 @dataclass(frozen=True)
@@ -477,6 +490,8 @@ def from_mapping(
         hw_grid_max=st.get("hw_grid_max", _INT, StrategyConfig.hw_grid_max, _pos),
         hw_samples=st.get("hw_samples", _INT, StrategyConfig.hw_samples, _pos),
         hw_keep=st.get("hw_keep", _INT, StrategyConfig.hw_keep, _pos),
+        rungs=st.get("rungs", _INT, StrategyConfig.rungs, between(1, 6)),
+        eta=st.get("eta", _INT, StrategyConfig.eta, at_least(2)),
     )
     st.finish()
     top.read.add("report")

@@ -31,7 +31,34 @@ JSON_SCHEMA_VERSION = 1
 
 
 def feasible(t: FrozenTrial) -> bool:
-    return t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())
+    """A COMPLETE trial within every budget, trained on the full budget (successive
+    halving's lower rungs never count)."""
+    return (t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())
+            and float(t.user_attrs.get(A + "fidelity", 1.0)) >= 1.0)
+
+
+def non_dominated(points: np.ndarray, *, keep_ties: bool = False) -> np.ndarray:
+    """Indices of the rows of ``points`` (minimized columns) that no other row dominates,
+    in row order; of equal rows only the first unless ``keep_ties``."""
+    n = len(points)
+    keep = np.ones(n, dtype=bool)
+    for start in range(0, n, 512):  # (chunk, n) comparisons at a time
+        block = points[start:start + 512]
+        le = np.all(points[None, :, :] <= block[:, None, :], axis=2)
+        lt = np.any(points[None, :, :] < block[:, None, :], axis=2)
+        mine = ~np.any(le & lt, axis=1)
+        if not keep_ties:  # an exact duplicate of an earlier row is dropped
+            same = np.all(points[None, :, :] == block[:, None, :], axis=2)
+            earlier = np.arange(n)[None, :] < np.arange(start, start + len(block))[:, None]
+            mine &= ~np.any(same & earlier, axis=1)
+        keep[start:start + len(block)] = mine
+    return np.flatnonzero(keep)
+
+
+def minimized(trials: Sequence[FrozenTrial], directions: Sequence[str]) -> np.ndarray:
+    """The trials' values as rows to minimize (maximized objectives negated)."""
+    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    return np.array([t.values for t in trials], dtype=float).reshape(-1, len(signs)) * signs
 
 
 def constraints_of(t: FrozenTrial) -> dict[str, float]:
@@ -151,7 +178,11 @@ def metrics(t: FrozenTrial) -> dict[str, Any]:
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Feasible, non-dominated COMPLETE trials, one per distinct design (its first trial;
     :func:`repeats` lists the others), sorted by the first objective (best first)."""
-    trials = [g[0] for g in by_design(study.best_trials).values()]
+    ok = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+          if feasible(t)]
+    directions = [d.name.lower() for d in study.directions]
+    front = [ok[i] for i in non_dominated(minimized(ok, directions), keep_ties=True)]
+    trials = [g[0] for g in by_design(front).values()]
     sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
     return sorted(trials, key=lambda t: (sign * t.values[0], t.number))
 
@@ -213,16 +244,16 @@ class HypervolumeTrace:
 
     numbers: list[int]
     hypervolume: list[float]
-    trainings: list[int]
+    trainings: list[float]
     train_hours: list[float]
     reference: dict[str, float]
 
-    def at_trainings(self, budget: int) -> float:
+    def at_trainings(self, budget: float) -> float:
         """The hypervolume once ``budget`` trainings had been spent (the last trial before
         the next training; the final value when the study spent fewer)."""
         best = 0.0
         for hv, n in zip(self.hypervolume, self.trainings):
-            if n > budget:
+            if n > budget + 1e-9:
                 break
             best = hv
         return best
@@ -236,10 +267,10 @@ def hypervolume_trace(trials: Sequence[FrozenTrial], cfg: ExperimentConfig,
     done = sorted((t for t in trials if t.state.is_finished()), key=lambda t: t.number)
     trace = HypervolumeTrace([], [], [], [], ref)
     points: list[np.ndarray] = []
-    current, trainings, seconds = 0.0, 0, 0.0
+    current, trainings, seconds = 0.0, 0.0, 0.0
     for t in done:
-        if t.user_attrs.get(A + "trained"):
-            trainings += 1
+        if t.user_attrs.get(A + "trained"):  # in full trainings (successive halving: less)
+            trainings += float(t.user_attrs.get(A + "fidelity", 1.0))
             seconds += float(t.user_attrs.get(A + "train_seconds") or 0.0)
         if feasible(t):
             loss = losses(np.array([t.values], dtype=float), cfg, ref)[0]

@@ -52,7 +52,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -60,8 +59,8 @@ from codesign.config import ExperimentConfig
 from codesign.errors import CodesignError, Interrupted, RunAborted
 from codesign.files import own_weights, write_atomic
 from codesign.optuna_adapter import add_complete, fail_stale, set_constraints, set_params
-from codesign.report import by_design, constraints_of
-from codesign.strategies import HardwareSolver, hardware_seed, non_dominated
+from codesign.report import by_design, constraints_of, minimized, non_dominated
+from codesign.strategies import HardwareSolver, hardware_seed
 from codesign.study import ATTR_TARGET, A, suggest
 from evaluators.specs import (
     Budgets,
@@ -70,6 +69,7 @@ from evaluators.specs import (
     EvalResult,
     EvaluatorError,
     InfeasibleDesign,
+    TaskSpec,
     TrainingFailed,
 )
 
@@ -142,6 +142,9 @@ class _Pending:
     started: float
     warm_from: str | None = None  # training key (or "checkpoint") its weights started from
     points: list[dict[str, Any]] | None = None  # nested: the configurations it was priced on
+    rung: int = 0  # successive halving: its rung (else 0, the only one)
+    task: TaskSpec | None = None  # the rung's training budget (None: the session's task)
+    init: bytes | None = None  # a promotion: the weights of its previous rung
 
 
 def _driver_id() -> str:
@@ -422,7 +425,7 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
     t_start = time.perf_counter()
     requeued = requeue_stale(study)
     session = _Session(study, cfg, opts)
-    if session.complete >= opts.n_trials:
+    if session.complete >= opts.n_trials and session.promotion(last_round=True) is None:
         return replace(session.summary(requeued, 0.0), nothing_to_do=True)
     study.set_user_attr(ATTR_TARGET, opts.n_trials)  # the target of the latest session run
     session.connect()
@@ -463,6 +466,7 @@ class _Session:
     streak: int = 0  # repeats proposed in a row since the last new design or result
     last_failure: str = ""
     pairs: int = 0
+    marks_reached: int = 0  # decoupled: quarters of the budget stage 2 has run at
     networks: set[str] = field(default_factory=set)  # nested/decoupled: trained-for keys
 
     def __post_init__(self) -> None:
@@ -476,9 +480,22 @@ class _Session:
         self.dists = (self.cfg.space.network_distributions() if self.solver
                       else self.full_dists)
         self.grid_points: list[dict[str, Any]] | None = None
-        self.trained_before = sum(bool(t.user_attrs.get(A + "trained")) for t in done)
+        # trainings in full-budget units (a successive-halving rung costs its fidelity)
+        self.trained_before = sum(_fidelity(t) for t in done if t.user_attrs.get(A + "trained"))
+        self.spent = 0.0
+        self.training_cost: dict[str, float] = {}  # training key running -> its fidelity
         threads = max(1, int(self.cfg.execution.cpus_per_trial))
         self.task = replace(self.cfg.task, num_threads=threads)
+        self.top = self.cfg.strategy.rungs - 1  # successive halving's full-budget rung
+        self.rung_done: dict[int, list[FrozenTrial]] = {}  # rung < top -> promotable trials
+        for t in done:
+            if _fidelity(t) < 1.0 and _promotable(t):
+                self.rung_done.setdefault(int(t.user_attrs.get(A + "rung", 0)), []).append(t)
+        self.promoted: set[int] = set()
+        if self.top > 0:
+            self.promoted = {int(t.user_attrs[A + "promoted_from"])
+                             for t in self.study.get_trials(deepcopy=False)
+                             if A + "promoted_from" in t.user_attrs}
         # design key -> its first trial with a deterministic outcome: finished, unmappable,
         # or (this session) failed for a reason that another evaluation would not change;
         # a finished trial wins over an unmappable one (an older mapper's verdict)
@@ -488,9 +505,13 @@ class _Session:
             for key, g in groups.items() if not key.startswith("#")}
         self.complete = sum(any(t.state == TrialState.COMPLETE for t in g)
                             for g in groups.values())
+        if self.top > 0:  # successive halving: the designs started (rung 0)
+            self.complete = len({t.user_attrs.get(A + "design_key") for t in done
+                                 if not t.user_attrs.get(A + "rung")})
         if self.solver is not None:  # distinct networks, not designs
             self.networks = {t.user_attrs.get(A + "training_key", "") for t in done
-                             if A + "pair_of" not in t.user_attrs}
+                             if A + "pair_of" not in t.user_attrs
+                             and not t.user_attrs.get(A + "rung")}
             self.complete = len(self.networks)
         self.done_trials = done
         self.max_failures = max(10, 2 * self.opts.n_trials)
@@ -591,15 +612,26 @@ class _Session:
     # ---------------------------------------------------------------- asking
 
     def in_flight(self) -> int:
-        """Distinct designs being evaluated (running, or waiting for their training)."""
+        """Distinct new designs being evaluated (running, or waiting for their training;
+        successive halving: at rung 0)."""
+        if self.top > 0:
+            return sum(key.endswith("@r0") for key in self.evaluating)
         return len(self.evaluating)
 
     def fill(self) -> None:
-        """Ask new trials while fewer than ``workers`` evaluations run and the distinct
-        designs finished and in flight are short of ``n_trials``."""
-        while (len(self.pending) < self.opts.workers
-               and self.complete + self.in_flight() < self.opts.n_trials
-               and self.failed <= self.max_failures and not self.trainings_spent()):
+        """While fewer than ``workers`` evaluations run (and trainings are left): promote
+        what successive halving promotes, else ask new trials while the distinct designs
+        finished and in flight are short of ``n_trials``."""
+        while len(self.pending) < self.opts.workers and not self.trainings_spent():
+            if self.failed > self.max_failures:
+                return
+            last = self.complete + self.in_flight() >= self.opts.n_trials
+            parent = self.promotion(last_round=last)
+            if parent is not None:
+                self.promote(parent)
+                continue
+            if self.complete + self.in_flight() >= self.opts.n_trials:
+                return
             if self.streak >= MAX_REPEAT_STREAK:  # ask again once a result has come back
                 self.exhausted = not self.pending and not self.evaluating
                 return
@@ -609,31 +641,102 @@ class _Session:
                 hw, points = self.hardware_for(trial.number, params)
                 set_params(self.study, trial, hw, self.full_dists)
                 params = {**params, **hw}
-            design = self.cfg.space.decode(params)
-            key, dkey = design.training_key(self.task), design.design_key()
-            trial.set_user_attr(A + "design", design.to_dict())
-            trial.set_user_attr(A + "design_key", dkey)
-            trial.set_user_attr(A + "training_key", key)
-            trial.set_user_attr(A + "driver", _driver_id())
-            p = _Pending(trial, design, key, dkey, self.cache.get(key), 0, time.perf_counter(),
-                         points=points)
-            if dkey in self.known:
-                self.tell_repeat(p, self.known[dkey])
-                self.streak += 1
-            elif dkey in self.evaluating:  # the same design is running: wait for it
-                self.evaluating[dkey].append(p)
-                self.streak += 1
-            else:
-                self.streak = 0
-                self.evaluating[dkey] = []
-                self.start(p)
+            if self.top > 0:
+                points = None  # pairs are recorded at the full budget only
+            p = self.pending_for(trial, self.cfg.space.decode(params), 0, points)
+            self.admit(p)
+
+    def pending_for(self, trial: optuna.Trial, design: DesignPoint, rung: int,
+                    points: list[dict[str, Any]] | None) -> _Pending:
+        """The evaluation of ``design`` at ``rung`` as trial ``trial`` (attributes set)."""
+        task = self.task_at(rung)
+        key, dkey = design.training_key(task), design.design_key()
+        if rung < self.top:  # a lower rung's evaluation is not the design's full one
+            dkey = f"{dkey}@r{rung}"
+        trial.set_user_attr(A + "design", design.to_dict())
+        trial.set_user_attr(A + "design_key", dkey)
+        trial.set_user_attr(A + "training_key", key)
+        trial.set_user_attr(A + "driver", _driver_id())
+        if self.top > 0:
+            trial.set_user_attr(A + "rung", rung)
+            trial.set_user_attr(A + "fidelity", self.cfg.strategy.fidelity(rung))
+        return _Pending(trial, design, key, dkey, self.cache.get(key), 0, time.perf_counter(),
+                        points=points, rung=rung, task=task)
+
+    def admit(self, p: _Pending) -> None:
+        """Tell a repeat of a known design, wait for one in flight, or start ``p``."""
+        dkey = p.dkey
+        if dkey in self.known:
+            self.tell_repeat(p, self.known[dkey])
+            self.streak += 1
+        elif dkey in self.evaluating:  # the same design is running: wait for it
+            self.evaluating[dkey].append(p)
+            self.streak += 1
+        else:
+            self.streak = 0
+            self.evaluating[dkey] = []
+            self.start(p)
 
     def trainings_spent(self) -> bool:
-        """Whether the trainings run and running reach ``max_trainings`` (a running
-        evaluation that will not train, being over budget, counts until it returns)."""
+        """Whether the trainings run and running (in full-budget units) reach
+        ``max_trainings`` (a running evaluation that will not train, being over budget,
+        counts until it returns)."""
         cap = self.opts.max_trainings
-        return cap is not None and (self.trained_before + self.trained
-                                    + len(self.training_now)) >= cap
+        running = sum(self.training_cost.get(k, 1.0) for k in self.training_now)
+        return cap is not None and self.trained_before + self.spent + running >= cap - 1e-9
+
+    def task_at(self, rung: int) -> TaskSpec:
+        """The session's task at ``rung``'s fraction of the training budget (at least one
+        epoch or step)."""
+        if rung >= self.top:
+            return self.task
+        f = self.cfg.strategy.fidelity(rung)
+        if self.task.steps is not None:
+            return replace(self.task, steps=max(1, round(self.task.steps * f)))
+        return replace(self.task, epochs=max(1, round((self.task.epochs or 1) * f)))
+
+    # ---------------------------------------------------------------- successive halving
+
+    def promotion(self, *, last_round: bool = False) -> FrozenTrial | None:
+        """The next trial successive halving trains on the next rung: from the highest
+        rung down, the best of a rung's not yet promoted trials if it ranks within the
+        rung's top ``1 / eta`` (non-dominated rank, then accuracy, then trial number).
+        ``last_round`` (no new design will be asked): the top ``1 / eta`` rounded up, so
+        that every rung that has a result promotes one."""
+        eta = self.cfg.strategy.eta
+        for rung in range(self.top - 1, -1, -1):
+            done = self.rung_done.get(rung, [])
+            quota = -(-len(done) // eta) if last_round else len(done) // eta
+            if quota == 0:
+                continue
+            for t in _ranked(done, self.cfg)[:quota]:
+                if t.number not in self.promoted:
+                    return t
+        return None
+
+    def promote(self, parent: FrozenTrial) -> None:
+        """Evaluate ``parent``'s design on the next rung, from its weights."""
+        self.promoted.add(parent.number)
+        rung = int(parent.user_attrs.get(A + "rung", 0)) + 1
+        trial = self.study.ask({})  # every parameter is the parent's, not the sampler's
+        set_params(self.study, trial, dict(parent.params), self.full_dists)
+        root = int(parent.user_attrs.get(A + "rung_root", parent.number))
+        trial.set_user_attr(A + "promoted_from", parent.number)
+        trial.set_user_attr(A + "rung_root", root)
+        points = None
+        if self.cfg.strategy.name == "nested" and rung == self.top:
+            points = self.hardware_points(root)
+        design = self.cfg.space.decode(parent.params)
+        p = self.pending_for(trial, design, rung, points)
+        key = parent.user_attrs.get(A + "training_key")
+        path = own_weights(parent.user_attrs.get(A + "weights"), self.opts.artifacts, key)
+        if path is not None and p.hit is None:
+            try:
+                p.init, p.warm_from = path.read_bytes(), key
+            except OSError as e:
+                log.warning("successive halving: cannot read %s (%s); training from "
+                            "scratch", path, e)
+        self.admit(p)
 
     def hardware_for(self, number: int, params: dict[str, Any]
                      ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
@@ -673,17 +776,21 @@ class _Session:
                 self.deferred.setdefault(p.key, []).append(p)
                 return
             self.training_now.add(p.key)
+            self.training_cost[p.key] = self.cfg.strategy.fidelity(p.rung)
         self.dispatch(p)
 
     def dispatch(self, p: _Pending) -> None:
         warm = self.warm
-        init, p.warm_from = warm.pick(p.design.network) if p.hit is None else (None, None)
+        if p.init is not None:  # a promotion starts from its previous rung's weights
+            init = p.init
+        else:
+            init, p.warm_from = warm.pick(p.design.network) if p.hit is None else (None, None)
         if init is not None and init is warm.checkpoint:  # the same bytes for every training:
             init = self.checkpoint_ref  # into Ray's object store once, not copied per task
         hit = p.hit
         # decoupled: stage 1 trains its networks whatever the reference accelerator costs
         budgets = Budgets() if self.cfg.strategy.name == "decoupled" else self.cfg.budgets
-        ref = self.remote.remote(p.design, self.task, budgets,
+        ref = self.remote.remote(p.design, p.task or self.task, budgets,
                                  cached_accuracy=hit.accuracy if hit else None,
                                  cached_input_density=hit.input_density if hit else None,
                                  init_state=init)
@@ -707,9 +814,15 @@ class _Session:
                 if A + "fail_reason" not in told.user_attrs:  # a value Optuna refused
                     self.failed += 1
             else:
-                if self.solver is None or p.key not in self.networks:
+                new = p.rung == 0 and (self.solver is None or p.key not in self.networks)
+                if new:
                     self.complete += 1
-                self.networks.add(p.key)
+                if p.rung == 0:
+                    self.networks.add(p.key)
+                if p.rung < self.top and result.feasible:
+                    self.rung_done.setdefault(p.rung, []).append(told)
+                if result.training is not None:
+                    self.spent += self.cfg.strategy.fidelity(p.rung)
                 if p.points is not None and result.feasible:
                     self.record_pairs(told, p.points)
                 if (self.cfg.strategy.name == "decoupled" and result.training is not None
@@ -718,7 +831,7 @@ class _Session:
                 self.trained += result.training is not None
                 self.hits += result.cached
                 self.over_budget += not result.feasible
-                if self.bar is not None:
+                if self.bar is not None and new:
                     self.bar.update(1)
         except ray.exceptions.RayTaskError as e:
             # the original exception (its message, not Ray's traceback text)
@@ -903,13 +1016,17 @@ class _Session:
             self.pairs += 1
 
     def at_mark(self) -> bool:
-        """Decoupled: whether stage 1 has just spent a quarter, a half, three quarters or
-        all of its budget (``max_trainings``, else ``n_trials`` networks)."""
+        """Decoupled: whether stage 1 has just reached another quarter of its budget
+        (``max_trainings``, in full trainings, else ``n_trials`` networks)."""
         if self.opts.max_trainings is not None:
-            budget, spent = self.opts.max_trainings, self.trained_before + self.trained
+            budget, spent = self.opts.max_trainings, self.trained_before + self.spent
         else:
             budget, spent = self.opts.n_trials, self.complete
-        return spent in {math.ceil(q * budget) for q in (0.25, 0.5, 0.75, 1.0)}
+        reached = sum(spent >= math.ceil(q * budget) - 1e-9 for q in (0.25, 0.5, 0.75, 1.0))
+        if reached > self.marks_reached:
+            self.marks_reached = reached
+            return True
+        return False
 
     def stage_two(self) -> None:
         """Decoupled stage 2: the pairs of every network that no other trained one
@@ -923,12 +1040,10 @@ class _Session:
         done = set(self.study.user_attrs.get(done_key, []))
         trained = [t for t in self.study.get_trials(deepcopy=False,
                                                     states=(TrialState.COMPLETE,))
-                   if t.user_attrs.get(A + "trained")]
+                   if t.user_attrs.get(A + "trained") and _fidelity(t) >= 1.0]
         if not trained:
             return
-        signs = np.array([-1.0 if d == "maximize" else 1.0 for d in self.cfg.directions])
-        values = np.array([t.values for t in trained], dtype=float) * signs
-        for i in non_dominated(values):
+        for i in non_dominated(minimized(trained, self.cfg.directions)):
             t = trained[int(i)]
             key = t.user_attrs.get(A + "training_key")
             if key in done:
@@ -936,6 +1051,39 @@ class _Session:
             self.record_pairs(t, self.hardware_points(t.number))
             done.add(key)
             self.study.set_user_attr(done_key, sorted(done))
+
+
+def _fidelity(t: FrozenTrial) -> float:
+    """The fraction of the training budget ``t`` was trained on (1 without successive
+    halving)."""
+    return float(t.user_attrs.get(A + "fidelity", 1.0))
+
+
+def _promotable(t: FrozenTrial) -> bool:
+    """A lower-rung result successive halving may promote: within every budget, with a
+    trained (or cached) accuracy."""
+    return all(v <= 0 for v in t.constraints.values()) and (
+        bool(t.user_attrs.get(A + "trained")) or bool(t.user_attrs.get(A + "cached")))
+
+
+def _ranked(trials: list[FrozenTrial], cfg: ExperimentConfig) -> list[FrozenTrial]:
+    """``trials`` best first: by non-dominated rank on the objectives, then accuracy (when
+    it is one), then trial number."""
+    rest = list(range(len(trials)))
+    values = minimized(trials, cfg.directions)
+    rank = [0] * len(trials)
+    level = 0
+    while rest:
+        front = [rest[i] for i in non_dominated(values[rest], keep_ties=True)]
+        for i in front:
+            rank[i] = level
+        rest = [i for i in rest if i not in set(front)]
+        level += 1
+    acc = cfg.objectives.index("accuracy") if "accuracy" in cfg.objectives else None
+    return [trials[i] for i in sorted(
+        range(len(trials)),
+        key=lambda i: (rank[i], -trials[i].values[acc] if acc is not None else 0.0,
+                       trials[i].number))]
 
 
 def _with_budgets(result: EvalResult, budgets: Budgets) -> EvalResult:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from codesign.config import ExperimentConfig
+from codesign.report import non_dominated
 from evaluators.specs import DesignPoint, HardwareReport, NetworkSpec
 
 HW_OBJECTIVES = ("latency_ms", "energy_mj", "area_mm2", "power_w")
@@ -35,23 +36,6 @@ class Pair:
     design: DesignPoint
     report: HardwareReport
     constraints: dict[str, float]
-
-
-def non_dominated(points: np.ndarray) -> np.ndarray:
-    """Indices of the rows of ``points`` (minimized columns) that no other row dominates
-    (of equal rows, the first), in row order."""
-    n = len(points)
-    keep = np.ones(n, dtype=bool)
-    for start in range(0, n, 512):  # (chunk, n) comparisons at a time
-        block = points[start:start + 512]
-        le = np.all(points[None, :, :] <= block[:, None, :], axis=2)
-        lt = np.any(points[None, :, :] < block[:, None, :], axis=2)
-        dominated = np.any(le & lt, axis=1)
-        # an exact duplicate of an earlier row is dropped too
-        same = np.all(points[None, :, :] == block[:, None, :], axis=2)
-        earlier = np.arange(n)[None, :] < np.arange(start, start + len(block))[:, None]
-        keep[start:start + len(block)] = ~dominated & ~np.any(same & earlier, axis=1)
-    return np.flatnonzero(keep)
 
 
 def spread(points: np.ndarray, keep: int) -> np.ndarray:

@@ -13,7 +13,10 @@ Strategies: ``nested``, ``decoupled`` (``codesign.strategies``) and the flat sam
 space). ``nested`` and ``decoupled`` propose their networks with TPE unless written
 ``nested:<sampler>``. A sampler keeps the experiment's options when it is the experiment's
 sampler; NSGA-II / NSGA-III otherwise get a population of a fifth of the budget (at least 4),
-so that they see more than one generation.
+so that they see more than one generation. Two suffixes change how an arm trains: ``+sh``
+successive halving (``strategy.rungs: 3, eta: 3``: a ninth, a third and all of the training
+budget) and ``+warm`` (``task.warm_start: closest``), e.g. ``nested+sh+warm``; without them
+an arm trains as the experiment says.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class Arm:
     label: str
     strategy: str
     sampler: str
+    halving: bool = False  # +sh: successive halving over the training budget
+    warm: bool = False  # +warm: warm start from the closest trained network
 
 
 def parse_arms(labels: Sequence[str]) -> list[Arm]:
@@ -59,15 +64,23 @@ def parse_arms(labels: Sequence[str]) -> list[Arm]:
     """
     arms: list[Arm] = []
     for label in labels:
-        name, _, sampler = label.partition(":")
-        if name in SAMPLERS and not sampler:
-            arm = Arm(label, "flat", name)
+        base, *suffixes = label.split("+")
+        name, _, sampler = base.partition(":")
+        unknown = [x for x in suffixes if x not in ("sh", "warm")]
+        flags = {"halving": "sh" in suffixes, "warm": "warm" in suffixes}
+        if unknown or len(set(suffixes)) != len(suffixes):
+            arm = None
+        elif name in SAMPLERS and not sampler:
+            arm = Arm(label, "flat", name, **flags)
         elif name in STRATEGIES and name != "flat" and (sampler or "tpe") in SAMPLERS:
-            arm = Arm(label, name, sampler or "tpe")
+            arm = Arm(label, name, sampler or "tpe", **flags)
         else:
+            arm = None
+        if arm is None:
             raise CodesignError(
                 f"--strategies: unknown strategy {label!r}; known: nested, decoupled (each "
-                f"optionally :<sampler>) and the samplers {', '.join(SAMPLERS)}")
+                f"optionally :<sampler>) and the samplers {', '.join(SAMPLERS)}, each "
+                "optionally +sh (successive halving) and +warm (warm start)")
         if any(a.label == label for a in arms):
             raise CodesignError(f"--strategies: {label!r} is given twice")
         arms.append(arm)
@@ -89,11 +102,16 @@ def arm_config(cfg: ExperimentConfig, arm: Arm, seed_index: int, storage: str,
         options["population_size"] = max(4, trainings // 5)
     raw["sampler"] = {"name": arm.sampler, **options}
     raw["strategy"] = {**vars(cfg.strategy), "name": arm.strategy}
+    if arm.halving:
+        raw["strategy"].update(rungs=3, eta=3)
+    if arm.warm:
+        raw["task"] = {**raw["task"], "warm_start": "closest"}
+        raw["task"].pop("warm_start_checkpoint", None)
     return from_mapping(raw, source=f"{cfg.source} ({arm.label}, seed {seed_index})")
 
 
 def run_name(cfg: ExperimentConfig, arm: Arm, seed_index: int) -> str:
-    label = arm.label.replace(":", "-")
+    label = arm.label.replace(":", "-").replace("+", "_")
     return f"{cfg.study.name}.{label}.s{seed_index}"
 
 
@@ -108,6 +126,7 @@ class RunResult:
     trainings: int
     seconds: float
     trace: HypervolumeTrace | None = None
+    train_hours: float = 0.0
     at: dict[float, float] = field(default_factory=dict)  # budget fraction -> hypervolume
     best_edp: float | None = None  # least latency_ms x energy_mj at the iso-accuracy level
 
@@ -135,6 +154,9 @@ class Comparison:
             edps = [r.best_edp for r in runs if r.best_edp is not None]
             row["best_edp"] = _mean_sd(edps) if edps else None
             row["trials"] = _mean_sd([r.trials for r in runs])
+            row["train_hours"] = _mean_sd([r.train_hours for r in runs])
+            row["hv_per_train_hour"] = _mean_sd(
+                [r.at[CHECKPOINTS[-1]] / r.train_hours for r in runs if r.train_hours > 0])
             row["trainings"] = _mean_sd([r.trainings for r in runs])
             row["seconds"] = _mean_sd([r.seconds for r in runs])
             rows.append(row)
@@ -246,6 +268,8 @@ def score(cfg: ExperimentConfig, runs: list[RunResult],
     iso = min(best_accs) if acc_at is not None and len(best_accs) == len(runs) else None
     for r in runs:
         r.trace = hypervolume_trace(trials[r.study], cfg, reference=ref)
+        r.trainings = r.trace.trainings[-1] if r.trace.trainings else 0
+        r.train_hours = r.trace.train_hours[-1] if r.trace.train_hours else 0.0
         r.at = {q: r.trace.at_trainings(math.ceil(q * trainings)) for q in CHECKPOINTS}
         if iso is not None:
             edps = [e for t in trials[r.study] if feasible(t) and t.values[acc_at] >= iso
@@ -260,7 +284,7 @@ def text_table(comparison: Comparison) -> str:
     from codesign.report import text_table as layout
 
     cols = ["strategy", *(f"hv@{q:.0%}" for q in CHECKPOINTS), "best EDP (ms*mJ)",
-            "trials", "trainings", "wall s"]
+            "trials", "trainings", "train h", "hv/train h", "wall s"]
     cells = []
     for row in comparison.table():
         edp = row["best_edp"]
@@ -268,7 +292,9 @@ def text_table(comparison: Comparison) -> str:
             row["strategy"],
             *(f"{row[f'hv@{q:.0%}'][0]:.4f}±{row[f'hv@{q:.0%}'][1]:.4f}" for q in CHECKPOINTS),
             "-" if edp is None else f"{edp[0]:.3g}±{edp[1]:.2g}",
-            f"{row['trials'][0]:.0f}", f"{row['trainings'][0]:.0f}",
+            f"{row['trials'][0]:.0f}", f"{row['trainings'][0]:.3g}",
+            f"{row['train_hours'][0]:.3f}",
+            f"{row['hv_per_train_hour'][0]:.3g}±{row['hv_per_train_hour'][1]:.2g}",
             f"{row['seconds'][0]:.0f}±{row['seconds'][1]:.0f}",
         ])
     return "\n".join(layout(cols, cells, rule=True))
@@ -276,8 +302,9 @@ def text_table(comparison: Comparison) -> str:
 
 def write_outputs(comparison: Comparison, out: Path) -> None:
     """``runs.csv`` (one row per run), ``summary.csv`` (per strategy), ``trace.csv`` (the
-    hypervolume after each training of each run), ``hypervolume.png``, ``README.md`` (the
-    table): built beside ``out`` and published as one codesign folder."""
+    hypervolume after each training of each run), ``trace_hours.csv`` (after each trial,
+    with the training hours spent), ``hypervolume.png``, ``README.md`` (the table): built
+    beside ``out`` and published as one codesign folder."""
     from codesign.files import check_folder, publish_folder, write_atomic
 
     earlier = check_folder(out, "--out", overwrite=True)
@@ -285,9 +312,10 @@ def write_outputs(comparison: Comparison, out: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
     try:
         write_atomic(tmp / "runs.csv", _csv(
-            ["strategy", "seed", "study", "trials", "trainings", "seconds",
+            ["strategy", "seed", "study", "trials", "trainings", "train_hours", "seconds",
              *(f"hv_at_{int(q * 100)}pct" for q in CHECKPOINTS), "best_edp_ms_mj"],
-            [[r.arm.label, r.seed_index, r.study, r.trials, r.trainings, f"{r.seconds:.1f}",
+            [[r.arm.label, r.seed_index, r.study, r.trials, f"{r.trainings:.4g}",
+              f"{r.train_hours:.5f}", f"{r.seconds:.1f}",
               *(f"{r.at[q]:.6f}" for q in CHECKPOINTS),
               "" if r.best_edp is None else f"{r.best_edp:.6g}"] for r in comparison.runs]))
         write_atomic(tmp / "summary.csv", _csv(
@@ -304,6 +332,11 @@ def write_outputs(comparison: Comparison, out: Path) -> None:
             ["strategy", "seed", "trainings", "hypervolume"],
             [[r.arm.label, r.seed_index, n, f"{_hv_at(r, n):.6f}"]
              for r in comparison.runs for n in range(comparison.trainings + 1)]))
+        write_atomic(tmp / "trace_hours.csv", _csv(
+            ["strategy", "seed", "trial", "train_hours", "hypervolume"],
+            [[r.arm.label, r.seed_index, n, f"{h:.6f}", f"{v:.6f}"] for r in comparison.runs
+             if r.trace is not None
+             for n, h, v in zip(r.trace.numbers, r.trace.train_hours, r.trace.hypervolume)]))
         write_atomic(tmp / "hypervolume.png", figure(comparison))
         write_atomic(tmp / "README.md", markdown(comparison))
         publish_folder(tmp, out, earlier, {"study": "compare", "storage": ""})
@@ -337,7 +370,7 @@ def markdown(comparison: Comparison) -> str:
 
 def figure(comparison: Comparison) -> bytes:
     """PNG: mean hypervolume vs trainings per strategy, the band from the worst to the best
-    seed."""
+    seed; beside it each run's hypervolume vs the training hours it spent."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -346,7 +379,7 @@ def figure(comparison: Comparison) -> bytes:
 
     from codesign.files import PLOT_MARK
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.8))
     x = np.arange(comparison.trainings + 1)
     for label in dict.fromkeys(r.arm.label for r in comparison.runs):
         runs = [r for r in comparison.runs if r.arm.label == label]
@@ -354,11 +387,18 @@ def figure(comparison: Comparison) -> bytes:
         line, = ax.plot(x, ys.mean(axis=0), label=f"{label} ({len(runs)} seeds)", lw=1.8)
         ax.fill_between(x, ys.min(axis=0), ys.max(axis=0), color=line.get_color(),
                         alpha=0.18, lw=0)
-    ax.set_xlabel("trainings")
+        for i, r in enumerate(runs):
+            if r.trace is not None and r.trace.numbers:
+                bx.step(r.trace.train_hours, r.trace.hypervolume, where="post", lw=1.1,
+                        color=line.get_color(), alpha=0.8, label=label if i == 0 else None)
+    ax.set_xlabel("trainings (full-budget units)")
     ax.set_ylabel("hypervolume (fixed reference)")
     ax.set_title("hypervolume vs trainings: mean, band = min..max over seeds", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    bx.set_xlabel("training hours spent")
+    bx.set_title("hypervolume vs training hours, one line per run", fontsize=10)
+    for a in (ax, bx):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": PLOT_MARK.decode()})

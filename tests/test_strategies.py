@@ -287,7 +287,10 @@ def test_parse_arms() -> None:
     arms = parse_arms(["nested", "nested:random", "tpe", "decoupled"])
     assert [(a.strategy, a.sampler) for a in arms] == [
         ("nested", "tpe"), ("nested", "random"), ("flat", "tpe"), ("decoupled", "tpe")]
-    for bad in (["nestd"], ["tpe", "tpe"], ["flat"], ["nested:cmaes"], []):
+    sh, = parse_arms(["nested:random+sh+warm"])
+    assert (sh.strategy, sh.sampler, sh.halving, sh.warm) == ("nested", "random", True, True)
+    for bad in (["nestd"], ["tpe", "tpe"], ["flat"], ["nested:cmaes"], [], ["tpe+fast"],
+                ["tpe+sh+sh"]):
         with pytest.raises(CodesignError, match="--strategies"):
             parse_arms(bad)
 
@@ -305,6 +308,10 @@ def test_arm_config_gives_each_run_its_study_seed_and_sampler() -> None:
     assert arm_config(cfg, nsga2, 0, "sqlite:///x.db", 40).sampler.options == {
         "population_size": 12}
     assert arm_config(cfg, tpe, 0, "sqlite:///x.db", 40).sampler.options == {}
+    halving, = parse_arms(["tpe+sh+warm"])
+    run = arm_config(cfg, halving, 1, "sqlite:///x.db", 40)
+    assert run.study.name == "quickstart.tpe_sh_warm.s1"
+    assert (run.strategy.rungs, run.strategy.eta, run.task.warm_start) == (3, 3, "closest")
 
 
 def test_score_uses_one_reference_and_the_iso_accuracy_level() -> None:

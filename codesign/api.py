@@ -6,6 +6,7 @@ except the progress bar a run is asked for. The CLI maps the exceptions to exit 
 
     cfg = api.validate("experiments/quickstart.yaml")
     study, summary = api.run(cfg)
+    study, summary = api.resume("quickstart", n_trials=80)
     doc = api.inspect("quickstart")
     result = api.compare(cfg, strategies=["nested", "tpe", "random", "decoupled"], seeds=3,
                          trainings=40)
@@ -103,6 +104,20 @@ def run(cfg: ExperimentConfig, *, storage: str | None = None, n_trials: int | No
     """Create (or continue) the experiment's study and run it to ``n_trials`` (default:
     the experiment's) or ``max_trainings``."""
     study, url = open_study(cfg, storage)
+    summary = session(cfg, study, url, n_trials=n_trials or cfg.study.n_trials,
+                      workers=workers, progress=progress, max_trainings=max_trainings)
+    return study, summary
+
+
+def resume(name: str, *, storage: str | None = None, n_trials: int | None = None,
+           workers: int | None = None, progress: bool = True,
+           max_trainings: int | None = None) -> tuple[optuna.Study, RunSummary]:
+    """Continue a stored study with its stored experiment to ``n_trials`` (default: the
+    experiment's); trials a dead driver left RUNNING are failed and re-queued."""
+    from codesign.runner import precheck
+
+    study, cfg, url = load_study(name, storage)
+    precheck(cfg, local=not cfg.execution.ray_address)
     summary = session(cfg, study, url, n_trials=n_trials or cfg.study.n_trials,
                       workers=workers, progress=progress, max_trainings=max_trainings)
     return study, summary

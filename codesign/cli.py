@@ -43,12 +43,9 @@ def _storage_for(name: str, storage: str | None) -> str:
 
 
 def _open_named(name: str, storage: str | None) -> tuple[Any, Any, str]:
-    from codesign.study import load_existing, open_storage
+    from codesign.api import load_study
 
-    url = _storage_for(name, storage)
-    st = open_storage(url, must_exist=True)
-    study, cfg = load_existing(name, st, url)
-    return study, cfg, url
+    return load_study(name, _storage_for(name, storage))
 
 
 # ----------------------------------------------------------------------------- commands
@@ -234,13 +231,11 @@ def _numbers(trials: list[int], most: int = 8) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from codesign.export import export_study
-    from codesign.study import artifacts_dir
+    from codesign.api import export
 
-    study, cfg, url = _open_named(args.name, args.storage)
-    done = export_study(study, cfg, args.out, artifacts=artifacts_dir(study, cfg, url),
-                        fmt=args.format, storage_url=url,
-                        test_accuracy=not args.no_test_accuracy, overwrite=args.overwrite)
+    done = export(args.name, args.out, storage=_storage_for(args.name, args.storage),
+                  fmt=args.format, test_accuracy=not args.no_test_accuracy,
+                  overwrite=args.overwrite)
     rows = done.rows
     print(f"exported {len(rows)} distinct Pareto design(s) of {args.name!r} to {args.out}")
     if done.kept:

@@ -22,7 +22,14 @@ import optuna
 from codesign.config import ExperimentConfig
 from codesign.errors import OutputError
 from codesign.files import HTML_HEAD, PLOT_MARK, claim_file, write_atomic
-from codesign.report import by_design, feasible, hypervolume_history, pareto_table, pareto_trials
+from codesign.report import (
+    by_design,
+    feasible,
+    full_budget,
+    hypervolume_history,
+    pareto_table,
+    pareto_trials,
+)
 
 MAX_PANEL_OBJECTIVES = 4  # pairs of the first four objectives: at most six panels
 
@@ -40,7 +47,7 @@ def _figure(study: optuna.Study, cfg: ExperimentConfig, *, as_figure: bool = Fal
     distinct = [g[0] for g in by_design(study.get_trials(
         deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))).values()]
     ok = [t for t in distinct if feasible(t)]
-    bad = [t for t in distinct if not feasible(t)]
+    bad = [t for t in distinct if not feasible(t) and full_budget(t)]  # lower rungs: left out
     front = pareto_trials(study)
 
     shown = objs[:MAX_PANEL_OBJECTIVES]

@@ -30,11 +30,17 @@ from evaluators.specs import DesignPoint, EvaluatorError
 JSON_SCHEMA_VERSION = 1
 
 
+def full_budget(t: FrozenTrial) -> bool:
+    """Whether ``t`` was trained on the whole training budget (not on a lower rung of
+    successive halving)."""
+    return float(t.user_attrs.get(A + "fidelity", 1.0)) >= 1.0
+
+
 def feasible(t: FrozenTrial) -> bool:
     """A COMPLETE trial within every budget, trained on the full budget (successive
     halving's lower rungs never count)."""
     return (t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())
-            and float(t.user_attrs.get(A + "fidelity", 1.0)) >= 1.0)
+            and full_budget(t))
 
 
 def non_dominated(points: np.ndarray, *, keep_ties: bool = False) -> np.ndarray:

@@ -11,7 +11,8 @@ HTML file for the figures.
 
 What is drawn: one point per distinct design (a repeat lies on its first trial), feasible
 designs coloured, the Pareto set (over all objectives, as :func:`codesign.report.pareto_trials`)
-highlighted, designs over a budget in grey; latency, energy, area and power on log axes.
+highlighted, designs over a budget in grey (successive halving's lower rungs hidden until clicked
+in the legend); latency, energy, area and power on log axes.
 
 Both files start with a generator mark, so that a later report may replace them; any other
 existing file is refused (:func:`codesign.files.claim_file`).
@@ -40,6 +41,7 @@ from codesign.report import (
     design_summary,
     feasible,
     fmt_value,
+    full_budget,
     hypervolume_trace,
     metrics,
     pareto_trials,
@@ -75,7 +77,7 @@ def _points(study: optuna.Study) -> _Points:
         pareto=front,
         dominated=[t for t in distinct if feasible(t) and t.number not in on_front],
         over_budget=[t for t in distinct if any(v > 0 for v in t.constraints.values())],
-        partial=[t for t in distinct if not feasible(t)
+        partial=[t for t in distinct if not full_budget(t)
                  and all(v <= 0 for v in t.constraints.values())],
     )
 
@@ -129,7 +131,7 @@ def _groups(pts: _Points) -> list[tuple[str, list[FrozenTrial], dict[str, Any]]]
     return [
         (f"over budget ({len(pts.over_budget)})", pts.over_budget,
          {"color": GREY, "symbol": "x", "size": 5, "opacity": 0.5}),
-        (f"partial training ({len(pts.partial)})", pts.partial,
+        (f"lower rungs, part of the training budget ({len(pts.partial)})", pts.partial,
          {"color": GREY, "symbol": "circle-open", "size": 6, "opacity": 0.7}),
         (f"feasible, dominated ({len(pts.dominated)})", pts.dominated,
          {"color": FEASIBLE, "size": 7, "opacity": 0.55}),
@@ -163,7 +165,8 @@ def _fronts_figure(pts: _Points, objectives: list[str]) -> Any:
             fig.add_trace(go.Scatter(
                 x=[t.values[ix] for t in trials], y=[t.values[iy] for t in trials],
                 mode="markers", name=name, legendgroup=name, showlegend=k == 0,
-                marker=marker, text=[_hover(t, objectives) for t in trials],
+                visible="legendonly" if trials is pts.partial else True, marker=marker,
+                text=[_hover(t, objectives) for t in trials],
                 hovertemplate="%{text}<extra></extra>"), row=row, col=col)
         for axis, i in (("x", ix), ("y", iy)):
             update = fig.update_xaxes if axis == "x" else fig.update_yaxes
@@ -345,7 +348,7 @@ def _importance_figure(imps: dict[str, dict[str, float] | str]) -> Any | None:
                              hovertemplate="%{y}: %{x:.3f}<extra></extra>"), row=1, col=k + 1)
         fig.update_xaxes(title_text="importance (fANOVA)", range=[0, 1], row=1, col=k + 1)
     fig.update_layout(height=90 + 32 * min(TOP_IMPORTANCES, max(map(len, shown.values()))),
-                      margin={"t": 40, "b": 50, "l": 10, "r": 20}, template="plotly_white")
+                      margin={"t": 60, "b": 50, "l": 10, "r": 20}, template="plotly_white")
     fig.update_yaxes(automargin=True)
     return fig
 
@@ -475,11 +478,15 @@ def _html(r: _Report, study_name: str) -> str:
     head = "".join(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in _header_rows(r))
     sections.append(("summary", "Summary", f"<table class='head'>{head}</table>"))
     note = ("One point per distinct design (hover for its trial and design). Red: the Pareto "
-            f"set over all {len(objs)} objectives; a red point that looks dominated in a "
-            "panel is better in an objective off its axes. Blue: feasible, dominated. Grey "
+            f"set over all {len(objs)} objectives" + ("; a red point that looks dominated in "
+                                                      "a panel is better in an objective off "
+                                                      "its axes" if len(objs) > 2 else "")
+            + ". Blue: feasible, dominated. Grey "
             "crosses: over a budget (priced, never trained); their accuracy is a placeholder, "
             "so the accuracy axes show the trained designs' range (double-click a panel to "
-            "see all). Click a legend entry to hide or show a group; drag to zoom.")
+            "see all). Designs of successive halving's lower rungs (trained on part of the "
+            "budget) are hidden: click them in the legend. Click a legend entry to hide or "
+            "show a group; drag to zoom.")
     if len(objs) > MAX_PANEL_OBJECTIVES:
         note += f" Panels show the first {MAX_PANEL_OBJECTIVES} objectives."
     sections.append(("fronts", "Pairwise fronts",

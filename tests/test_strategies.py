@@ -376,5 +376,6 @@ def test_the_real_fashion_mnist_files_load() -> None:
     assert cfg.task.data_dir == "/usr/share/datasets/fashion-mnist"
     splits = load_splits(cfg.task)
     n = len(splits.train_y) + len(splits.val_y) + len(splits.test_y)
-    assert n == 70_000 and len(splits.test_y) == 10_000 and tuple(splits.train_x.shape[1:]) == (1, 28, 28)
+    assert n == 70_000 and len(splits.test_y) == 10_000
+    assert tuple(splits.train_x.shape[1:]) == (1, 28, 28)
     assert sorted(set(splits.val_y.tolist())) == list(range(10))

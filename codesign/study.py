@@ -181,6 +181,12 @@ def create_or_load(
                 f"(changed: {', '.join(changed) or 'unknown'}); choose a new study.name, or "
                 f"{suggest('resume', name, url)} to continue the stored experiment"
             )
+        old = study.user_attrs.get(ATTR_EXPERIMENT, {})
+        if isinstance(old, dict) and old.get("report") != cfg.resolved.get("report"):
+            # how the study is scored (not part of the fingerprint): the file's from now on
+            study.set_user_attr(ATTR_EXPERIMENT, {**old, "report": cfg.resolved.get("report")}
+                                if "report" in cfg.resolved else
+                                {k: v for k, v in old.items() if k != "report"})
         kept = study.user_attrs.get(ATTR_ARTIFACTS)
         wanted = cfg.study.artifacts_dir
         if kept and wanted and Path(wanted).resolve() != Path(kept).resolve():

@@ -19,7 +19,9 @@ QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
 
 
 def _raw(**changes: object) -> dict:
+    """The quickstart experiment without its report key, with ``changes``."""
     raw = yaml.safe_load(QUICKSTART.read_text())
+    raw.pop("report")
     raw.update(changes)
     return raw
 
@@ -203,9 +205,11 @@ def test_strategy_and_report_keys_are_checked(tmp_path: Path) -> None:
 
 
 def test_an_experiment_without_the_new_keys_is_stored_as_before() -> None:
-    cfg = load(QUICKSTART)
+    cfg = from_mapping(_raw())
     assert "strategy" not in cfg.resolved and "report" not in cfg.resolved
     assert cfg.strategy.name == "flat" and cfg.report.reference is None
+    assert load(QUICKSTART).report.reference == {"accuracy": 0.8, "latency_ms": 0.05,
+                                                 "energy_mj": 0.005}
     with_report = from_mapping(_raw(report={"reference": {
         "accuracy": 0.5, "latency_ms": 1.0, "energy_mj": 1.0}}))
     assert with_report.fingerprint() == from_mapping(_raw()).fingerprint()  # scoring only
@@ -379,3 +383,17 @@ def test_the_real_fashion_mnist_files_load() -> None:
     assert n == 70_000 and len(splits.test_y) == 10_000
     assert tuple(splits.train_x.shape[1:]) == (1, 28, 28)
     assert sorted(set(splits.val_y.tolist())) == list(range(10))
+
+
+def test_a_changed_report_reference_is_stored_without_a_new_study(tmp_path: Path) -> None:
+    from codesign.study import ATTR_EXPERIMENT, create_or_load, open_storage
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    storage = open_storage(url, create_dirs=True)
+    create_or_load(from_mapping(_raw()), storage, url, sampler=None)
+    ref = {"accuracy": 0.5, "latency_ms": 1.0, "energy_mj": 1.0}
+    study, created = create_or_load(from_mapping(_raw(report={"reference": ref})), storage,
+                                    url, sampler=None)
+    assert not created
+    stored = from_mapping(study.user_attrs[ATTR_EXPERIMENT])
+    assert stored.report.reference == ref  # inspect NAME scores with the new box

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -261,6 +261,20 @@ def array_granules(layer: ConvLayer, acc: AcceleratorSpec) -> tuple[int, int, in
     return k_unit, c_unit, min_px
 
 
+def order_flags(k: Any, c: Any, s: Any) -> tuple[tuple[Any, Any, Any], ...]:
+    """Per loop order of ``ORDERS``: (weights per spatial tile, inputs per K tile, psums
+    spilled per C tile), given whether there is more than one K (``k``), C (``c``) and spatial
+    (``s``) tile. Elementwise: the flags may be bools or numpy bool arrays."""
+    return (
+        (False, c | s, s),  # KCS
+        (False, s, k | s),  # CKS
+        (c, c | s, False),  # KSC: psums stay in the GLB across C tiles
+        (c | k, c, False),  # SKC
+        (k | c, False, k),  # SCK
+        (k, False, s | k),  # CSK
+    )
+
+
 def _order_traffic(
     w_once: float,
     in_pass: float,
@@ -277,15 +291,7 @@ def _order_traffic(
     than one iteration. Partial sums that must leave the GLB go out and come back at 32 bit.
     ``streamed`` weights are not held between tile visits: once per spatial tile, any order.
     """
-    k, c, s = nk > 1, nc > 1, n_sp > 1
-    flags = (  # (weights per spatial tile, inputs per K tile, psums spilled per C tile)
-        (False, c or s, s),  # KCS
-        (False, s, k or s),  # CKS
-        (c, c or s, False),  # KSC: psums stay in the GLB across C tiles
-        (c or k, c, False),  # SKC
-        (k or c, False, k),  # SCK
-        (k, False, s or k),  # CSK
-    )
+    flags = order_flags(nk > 1, nc > 1, n_sp > 1)
     return [
         (
             in_pass * (nk if fi else 1),
@@ -327,6 +333,117 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec,
     Raises:
         InfeasibleDesign: when not even the smallest tile fits the buffer.
     """
+    c = tiling_candidates(layer, acc)
+    kt, ct, et, ft, px, in_area = c.kt, c.ct, c.et, c.ft, c.px, c.in_area
+    ib, ps = layer.input_bits / 8.0, PSUM_BITS / 8.0
+    glb_bytes = acc.glb_kib * 1024.0
+    fits = (c.hold_bytes <= glb_bytes) & c.enough_px
+    # Streaming never moves less than holding the same tile (it always pays the weight
+    # re-fetch), so it is a candidate only where the resident tile does not fit.
+    streams = ~fits & (c.stream_bytes <= glb_bytes) & c.enough_px
+    if not (fits | streams).any():
+        small = np.where(c.enough_px, c.stream_bytes, np.inf)
+        i, j, m = np.unravel_index(np.argmin(small), small.shape)
+        parts = (
+            f"input {ct[i] * ib * in_area[j, m]:.0f} B + weights {c.w_stream[i]:.0f} B"
+            f"{' (streamed)' if c.w_stream[i] < c.w_tile[i] else ''} + 32-bit outputs "
+            f"{kt[i] * ps * px[j, m]:.0f} B"
+        )
+        holds, setting = buffer or ("glb holds", f"glb_kib={acc.glb_kib}")
+        raise InfeasibleDesign(
+            f"layer {layer.name!r}: the smallest tile (kt={kt[i]}, ct={ct[i]}, et={et[j]}, "
+            f"ft={ft[m]}: {parts}) needs {small[i, j, m]:.0f} bytes, {holds} "
+            f"{glb_bytes:.0f} ({setting})"
+        )
+
+    traffic = c.traffic
+    if streams.any():  # streamed weights pay d_w in every order; the order picks d_i or d_o
+        traffic = np.where(streams, streamed_traffic(c), traffic)
+    traffic = np.where(fits | streams, traffic, np.inf)
+    best = traffic.min()
+    tied = np.flatnonzero(traffic <= best)
+    pick = tied[np.argmin(c.tiles.ravel()[tied])]
+    i, j, m = np.unravel_index(pick, traffic.shape)
+    streamed = bool(streams[i, j, m])
+    nk, nc, n_sp = c.nk, c.nc, c.n_sp
+    orders = _order_traffic(
+        c.w_once, float(c.in_pass[j, m]), c.spill, int(nk[i]), int(nc[i]), int(n_sp[j, m]),
+        streamed,
+    )
+    o = min(range(len(ORDERS)), key=lambda x: sum(orders[x]))
+    in_bytes, w_bytes, psum_bytes = orders[o]
+    psum_one_way = psum_bytes / 2
+    in_once = layer.batch * layer.channels * ib * float(c.in_lines[-1, -1])  # touched, once
+    return Tiling(
+        order=ORDERS[o],
+        kt=int(kt[i]),
+        ct=int(ct[i]),
+        et=int(et[j]),
+        ft=int(ft[m]),
+        gt=int(c.gt[i]),
+        k_tiles=int(c.ng[i] * nk[i]),
+        c_tiles=int(nc[i]),
+        row_tiles=int(c.nb[j]),
+        col_tiles=int(c.nf[m]),
+        input_bytes=in_bytes,
+        weight_bytes=w_bytes,
+        output_bytes=float(c.out_final) + psum_bytes,
+        psum_read_bytes=psum_one_way,
+        psum_write_bytes=psum_one_way,
+        compulsory_bytes=float(in_once + c.w_once + c.out_final),
+        glb_bytes_used=float((c.w_stream if streamed else c.w_tile)[i] + c.rest[i, j, m]),
+        weights_streamed=streamed,
+    )
+
+
+class TilingCandidates(NamedTuple):
+    """Every tile ``plan_tiling`` weighs for one layer on one array, and its DRAM traffic:
+    all that does not depend on the GLB's size (``tiling_candidates``).
+
+    Shapes: ``(a,)`` over channel tiles, ``(b,)`` over tile heights, ``(c,)`` over tile
+    widths, ``(b, c)`` and ``(a, b, c)`` over their combinations; bytes are per layer.
+    """
+
+    kt: np.ndarray  # (a,) output channels per tile
+    ct: np.ndarray  # (a,) input channels per tile
+    gt: np.ndarray  # (a,) whole groups per tile
+    nk: np.ndarray  # (a,) K tiles per group
+    nc: np.ndarray  # (a,) C tiles per group
+    ng: np.ndarray  # (a,) group tiles
+    et: np.ndarray  # (b,) output rows per tile
+    ft: np.ndarray  # (c,) output columns per tile
+    nb: np.ndarray  # (b,) row tiles
+    nf: np.ndarray  # (c,) column tiles
+    px: np.ndarray  # (b, c) output pixels per tile
+    in_lines: np.ndarray  # (b, c) input pixels all tiles of one image and channel read
+    in_area: np.ndarray  # (b, c) input pixels the largest tile holds
+    n_sp: np.ndarray  # (b, c) spatial tiles, images included
+    in_pass: np.ndarray  # (b, c) input bytes of one pass over the layer
+    w_tile: np.ndarray  # (a,) GLB bytes of a held weight tile
+    w_stream: np.ndarray  # (a,) GLB bytes of streamed weights (ws); not ws: w_tile itself
+    rest: np.ndarray  # (a, b, c) GLB bytes of the input tile and the 32-bit psum tile
+    enough_px: np.ndarray  # (b, c) whether a tile holds a fold's worth of pixels
+    hold_bytes: np.ndarray  # (a, b, c) GLB bytes with the weight tile held
+    stream_bytes: np.ndarray  # (a, b, c) GLB bytes with the weights streamed
+    tiles: np.ndarray  # (a, b, c) tiles of the whole layer (ties on traffic go to fewer)
+    traffic: np.ndarray  # (a, b, c) DRAM bytes with the weights held, best loop order
+    w_once: float  # weight bytes as stored in DRAM
+    out_final: float  # output bytes written once
+    spill: float  # bytes of one 32-bit psum round trip
+    base: np.ndarray  # (b, c) one input pass + weights once + outputs once
+    d_i: np.ndarray  # (a, b, c) input re-fetch penalty
+    d_w: np.ndarray  # (1, b, c) weight re-fetch penalty
+    d_o: np.ndarray  # (a, 1, 1) psum spill penalty
+
+
+def tiling_candidates(layer: ConvLayer, acc: AcceleratorSpec) -> TilingCandidates:
+    """The tiles of ``plan_tiling`` and their traffic, before any is checked against the GLB.
+
+    A pure function of the layer and of what it reads of ``acc``: ``array_granules``
+    (dataflow, ``pe_rows``, ``pe_cols``), ``weight_dram_bytes`` (``zero_skipping``,
+    ``weight_compression``) and, for ``ws``, the fold ``pe_rows * pe_cols``; never
+    ``glb_kib``. Never raises.
+    """
     ib, wb, ob = layer.input_bits / 8.0, layer.weight_bits / 8.0, layer.output_bits / 8.0
     ps = PSUM_BITS / 8.0
     big_k, big_c = layer.num_filters, layer.channels
@@ -334,7 +451,6 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec,
     g = layer.groups
     cpg, kpg = big_c // g, big_k // g  # channels / filters per group
     batch = layer.batch
-    glb_bytes = acc.glb_kib * 1024.0
     k_unit, c_unit, min_px = array_granules(layer, acc)
 
     kt, ct, gt, nk, nc, ng, ch_tiles = _channel_tiles(kpg, cpg, g, k_unit, c_unit)  # (a,)
@@ -352,24 +468,6 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec,
         w_stream = np.minimum(w_tile, acc.pe_rows * acc.pe_cols * wb)  # one fold
     rest = (ct * ib)[:, None, None] * in_area + (kt * ps)[:, None, None] * px  # (a, b, c)
     enough_px = px >= min_px
-    fits = (w_tile[:, None, None] + rest <= glb_bytes) & enough_px
-    # Streaming never moves less than holding the same tile (it always pays the weight
-    # re-fetch), so it is a candidate only where the resident tile does not fit.
-    streams = ~fits & (w_stream[:, None, None] + rest <= glb_bytes) & enough_px
-    if not (fits | streams).any():
-        small = np.where(enough_px, w_stream[:, None, None] + rest, np.inf)
-        i, j, m = np.unravel_index(np.argmin(small), small.shape)
-        parts = (
-            f"input {ct[i] * ib * in_area[j, m]:.0f} B + weights {w_stream[i]:.0f} B"
-            f"{' (streamed)' if w_stream[i] < w_tile[i] else ''} + 32-bit outputs "
-            f"{kt[i] * ps * px[j, m]:.0f} B"
-        )
-        holds, setting = buffer or ("glb holds", f"glb_kib={acc.glb_kib}")
-        raise InfeasibleDesign(
-            f"layer {layer.name!r}: the smallest tile (kt={kt[i]}, ct={ct[i]}, et={et[j]}, "
-            f"ft={ft[m]}: {parts}) needs {small[i, j, m]:.0f} bytes, {holds} "
-            f"{glb_bytes:.0f} ({setting})"
-        )
 
     w_once = weight_dram_bytes(layer, acc)
     out_final = batch * layer.ofmap_h * layer.ofmap_w * big_k * ob
@@ -386,42 +484,20 @@ def plan_tiling(layer: ConvLayer, acc: AcceleratorSpec,
     traffic += d_o
     traffic -= np.maximum(np.maximum(d_i, d_w), d_o)
     traffic += base
-    if streams.any():  # streamed weights pay d_w in every order; the order picks d_i or d_o
-        traffic = np.where(streams, base + d_w + np.minimum(d_i, d_o), traffic)
-    traffic[~(fits | streams)] = np.inf
-    best = traffic.min()
-    tiles = np.multiply.outer(ch_tiles, n_sp)
-    tied = np.flatnonzero(traffic <= best)
-    pick = tied[np.argmin(tiles.ravel()[tied])]
-    i, j, m = np.unravel_index(pick, traffic.shape)
-    streamed = bool(streams[i, j, m])
-    orders = _order_traffic(
-        w_once, float(in_pass[j, m]), spill, int(nk[i]), int(nc[i]), int(n_sp[j, m]), streamed
+    return TilingCandidates(
+        kt=kt, ct=ct, gt=gt, nk=nk, nc=nc, ng=ng, et=et, ft=ft, nb=nb, nf=nf, px=px,
+        in_lines=in_lines, in_area=in_area, n_sp=n_sp, in_pass=in_pass, w_tile=w_tile,
+        w_stream=w_stream, rest=rest, enough_px=enough_px,
+        hold_bytes=w_tile[:, None, None] + rest, stream_bytes=w_stream[:, None, None] + rest,
+        tiles=np.multiply.outer(ch_tiles, n_sp), traffic=traffic, w_once=w_once,
+        out_final=out_final, spill=spill, base=base, d_i=d_i, d_w=d_w, d_o=d_o,
     )
-    o = min(range(len(ORDERS)), key=lambda x: sum(orders[x]))
-    in_bytes, w_bytes, psum_bytes = orders[o]
-    psum_one_way = psum_bytes / 2
-    in_once = batch * big_c * ib * float(in_lines[-1, -1])  # touched, once
-    return Tiling(
-        order=ORDERS[o],
-        kt=int(kt[i]),
-        ct=int(ct[i]),
-        et=int(et[j]),
-        ft=int(ft[m]),
-        gt=int(gt[i]),
-        k_tiles=int(ng[i] * nk[i]),
-        c_tiles=int(nc[i]),
-        row_tiles=int(nb[j]),
-        col_tiles=int(nf[m]),
-        input_bytes=in_bytes,
-        weight_bytes=w_bytes,
-        output_bytes=float(out_final) + psum_bytes,
-        psum_read_bytes=psum_one_way,
-        psum_write_bytes=psum_one_way,
-        compulsory_bytes=float(in_once + w_once + out_final),
-        glb_bytes_used=float((w_stream if streamed else w_tile)[i] + rest[i, j, m]),
-        weights_streamed=streamed,
-    )
+
+
+def streamed_traffic(c: TilingCandidates) -> np.ndarray:
+    """``(a, b, c)`` DRAM bytes of each candidate with its weights streamed: they pay the
+    weight re-fetch in every order, and the order picks the smaller of the other two."""
+    return c.base + c.d_w + np.minimum(c.d_i, c.d_o)
 
 
 # --------------------------------------------------------------------------- the PE options

@@ -64,6 +64,14 @@ class HardwareSolver:
         self.options = cfg.strategy
         self.hw_objectives = [o for o in cfg.objectives if o in HW_OBJECTIVES]
         self.grid = self.space.hardware_grid_size()
+        self._specs_of: tuple[list[dict[str, Any]], list[Any]] | None = None
+
+    def _specs(self, points: list[dict[str, Any]]) -> list[Any]:
+        """The accelerator specs of ``points`` (built once per list: a network is priced on
+        the same list before and after its training, and on the grid every time)."""
+        if self._specs_of is None or self._specs_of[0] is not points:
+            self._specs_of = (points, [self.space.accelerator(p) for p in points])
+        return self._specs_of[1]
 
     def points(self, seed: int) -> list[dict[str, Any]]:
         o = self.options
@@ -78,7 +86,7 @@ class HardwareSolver:
         from evaluators.training import extract_layers
 
         layers = extract_layers(network, self.cfg.task.deploy_input, density or None)
-        prices = price_batch(layers, [self.space.accelerator(p) for p in points])
+        prices = price_batch(layers, self._specs(points))
         cons = prices.constraint_values(self.cfg.budgets)
         rows = (np.stack(list(cons.values()), axis=1) if cons
                 else np.zeros((len(points), 0)))

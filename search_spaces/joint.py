@@ -17,6 +17,7 @@ Parameter names: ``net/stages``, ``net/s{i}/depth``, ``net/s{i}/width``,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import os
 import re
@@ -274,9 +275,13 @@ class JointSpace:
     def accelerator(self, hw_params: Mapping[str, Any]) -> Any:
         """The accelerator spec of searched ``hw/`` parameters (+ the fixed ones), as
         :meth:`decode` builds it."""
-        v = {**self.fixed(), **hw_params}
+        v = {**self._fixed_hw, **hw_params}
         return accelerator_spec(self.template,
                                 {key: v[f"hw/{key}"] for key in accelerator_keys(self.template)})
+
+    @functools.cached_property
+    def _fixed_hw(self) -> dict[str, Any]:  # the space is immutable: computed once
+        return {n: v for n, v in self.fixed().items() if n.startswith("hw/")}
 
     def fixed(self) -> dict[str, Any]:
         return {n: d.value for n, d in self.dims.items() if distribution(d) is None}

@@ -212,7 +212,8 @@ _MISSING = object()
 
 def _defaults() -> dict[str, Any]:
     """The resolved experiment of a file that sets nothing but a name: every default."""
-    minimal = {"schema_version": SCHEMA_VERSION, "study": {"name": "defaults"}}
+    minimal = {"schema_version": SCHEMA_VERSION, "study": {"name": "defaults"},
+               "strategy": {}}  # a section only stored when given: its defaults too
     return from_mapping(minimal, check_data=False).resolved
 
 
@@ -220,7 +221,8 @@ def _diff_keys(old: Any, new: Any, defaults: Any, prefix: str = "") -> list[str]
     """Dotted keys whose values differ. A key the stored (``old``) experiment lacks is no
     change when the new value is its default: a newer codesign added it with the behaviour
     the older one had."""
-    ignore = {"execution", "study.n_trials", "study.storage", "study.artifacts_dir"}
+    ignore = {"execution", "study.n_trials", "study.storage", "study.artifacts_dir",
+              "report"}  # report: how the study is scored, stored anew when it changes
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         defaults = defaults if isinstance(defaults, dict) else {}

@@ -397,3 +397,22 @@ def test_a_changed_report_reference_is_stored_without_a_new_study(tmp_path: Path
     assert not created
     stored = from_mapping(study.user_attrs[ATTR_EXPERIMENT])
     assert stored.report.reference == ref  # inspect NAME scores with the new box
+
+
+def test_a_study_of_an_older_strategy_section_continues(tmp_path: Path) -> None:
+    """A study stored before strategy.rungs / eta existed (and without report) is the same
+    experiment as the file that now has them at their defaults (and a report)."""
+    from codesign.study import ATTR_EXPERIMENT, ATTR_FINGERPRINT, create_or_load, open_storage
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    storage = open_storage(url, create_dirs=True)
+    new = from_mapping(_raw(strategy={"name": "nested"}))
+    study, _ = create_or_load(new, storage, url, sampler=None)
+    old = dict(new.resolved)
+    old["strategy"] = {k: v for k, v in old["strategy"].items() if k not in ("rungs", "eta")}
+    study.set_user_attr(ATTR_EXPERIMENT, old)
+    study.set_user_attr(ATTR_FINGERPRINT, "from-an-older-version")
+    ref = {"accuracy": 0.5, "latency_ms": 1.0, "energy_mj": 1.0}
+    again = from_mapping(_raw(strategy={"name": "nested"}, report={"reference": ref}))
+    _, created = create_or_load(again, storage, url, sampler=None)
+    assert not created

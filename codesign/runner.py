@@ -425,7 +425,10 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
     t_start = time.perf_counter()
     requeued = requeue_stale(study)
     session = _Session(study, cfg, opts)
-    if session.complete >= opts.n_trials and session.promotion(last_round=True) is None:
+    if (session.complete >= opts.n_trials and session.promotion(last_round=True) is None
+            or session.trainings_spent()):
+        if cfg.strategy.name == "decoupled":  # stage 2 of a session stopped before it
+            session.stage_two()
         return replace(session.summary(requeued, 0.0), nothing_to_do=True)
     study.set_user_attr(ATTR_TARGET, opts.n_trials)  # the target of the latest session run
     session.connect()

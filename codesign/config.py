@@ -141,9 +141,11 @@ class StrategyConfig:
     def solves_hardware(self) -> bool:
         return self.name != "flat"
 
-    def fidelity(self, rung: int) -> float:
-        """The fraction of the training budget of ``rung`` (the top rung: 1)."""
-        return float(self.eta) ** (rung - (self.rungs - 1))
+    def rung_budgets(self, budget: int) -> list[int]:
+        """The epochs (or steps) each rung trains, of a full ``budget``: ``budget *
+        eta ** (rung - (rungs - 1))`` rounded, at least 1; the top rung's is ``budget``."""
+        return [max(1, round(budget * float(self.eta) ** (r - (self.rungs - 1))))
+                for r in range(self.rungs)]
 
 
 @dataclass(frozen=True)
@@ -494,6 +496,14 @@ def from_mapping(
         eta=st.get("eta", _INT, StrategyConfig.eta, at_least(2)),
     )
     st.finish()
+    if strategy.rungs > 1 and (task.epochs or task.steps):
+        unit = "epochs" if task.epochs is not None else "steps"
+        rungs = strategy.rung_budgets(int(task.epochs or task.steps or 1))
+        if len(set(rungs)) < len(rungs):
+            problems.append(("strategy.rungs", f"{strategy.rungs} rungs of eta "
+                             f"{strategy.eta} train {rungs} {unit}: two rungs would train the "
+                             f"same budget; raise task.{unit} to at least "
+                             f"{strategy.eta ** (strategy.rungs - 1)} or use fewer rungs"))
     top.read.add("report")
     report = _report_section(raw.get("report"), objectives, problems)
 

@@ -57,6 +57,13 @@ def set_params(study: optuna.Study, trial: optuna.Trial, params: dict[str, Any],
                                        dist)
 
 
+def new_trial(study: optuna.Study) -> optuna.Trial:
+    """A new RUNNING trial of ``study`` that takes no WAITING (enqueued) trial off the queue,
+    as ``Study.ask`` would (relies on ``Study._storage`` and ``Study._study_id``)."""
+    trial_id = study._storage.create_new_trial(study._study_id)
+    return optuna.Trial(study, trial_id)
+
+
 def add_complete(study: optuna.Study, *, params: dict[str, Any],
                  distributions: dict[str, Any], values: Sequence[float],
                  constraints: Sequence[float], user_attrs: dict[str, Any]) -> FrozenTrial:

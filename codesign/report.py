@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -270,7 +271,10 @@ def hypervolume_trace(trials: Sequence[FrozenTrial], cfg: ExperimentConfig,
     """:class:`HypervolumeTrace` of ``trials`` (a study's), against ``reference`` (default
     :func:`reference_point`)."""
     ref = reference or reference_point(trials, cfg)
-    done = sorted((t for t in trials if t.state.is_finished()), key=lambda t: t.number)
+    # in the order trials finished: a pair recorded after a training comes after it, though
+    # a trial asked before it (and still running then) has a smaller number
+    done = sorted((t for t in trials if t.state.is_finished()),
+                  key=lambda t: (t.datetime_complete or datetime.max, t.number))
     trace = HypervolumeTrace([], [], [], [], ref)
     points: list[np.ndarray] = []
     current, trainings, seconds = 0.0, 0.0, 0.0
@@ -305,14 +309,18 @@ def cache_stats(study: optuna.Study) -> dict[str, Any]:
     every = study.get_trials(deepcopy=False)
     again = {t.number for t in every if A + "repeat_of" in t.user_attrs}
     done = [t for t in every if t.state == TrialState.COMPLETE and t.number not in again]
-    trained = sum(1 for t in done if t.user_attrs.get(A + "trained"))
+    runs = [t for t in done if t.user_attrs.get(A + "trained")]
     hits = sum(1 for t in done if t.user_attrs.get(A + "cached"))
-    skipped = sum(1 for t in done if t.user_attrs.get(A + "feasible") is False)
-    warm = sum(1 for t in done if t.user_attrs.get(A + "warm_from"))
-    needing = trained + hits
-    return {"trainings": trained, "hits": hits, "infeasible_not_trained": skipped,
+    skipped = sum(1 for t in done if t.user_attrs.get(A + "feasible") is False
+                  and not t.user_attrs.get(A + "trained"))  # decoupled trains over budget
+    warm = sum(1 for t in runs if t.user_attrs.get(A + "warm_from"))
+    pairs = sum(1 for t in done if A + "pair_of" in t.user_attrs)
+    needing = len(runs) + hits
+    return {"trainings": len(runs), "hits": hits, "infeasible_not_trained": skipped,
             "hit_rate": hits / needing if needing else 0.0, "warm_started": warm,
-            "repeats": len(again)}
+            "repeats": len(again), "pairs": pairs,
+            # successive halving: trainings in units of the full budget
+            "training_units": sum(float(t.user_attrs.get(A + "fidelity", 1.0)) for t in runs)}
 
 
 def summary(study: optuna.Study, cfg: ExperimentConfig, storage_url: str) -> dict[str, Any]:

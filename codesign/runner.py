@@ -58,7 +58,13 @@ from optuna.trial import FrozenTrial, TrialState
 from codesign.config import ExperimentConfig
 from codesign.errors import CodesignError, Interrupted, RunAborted
 from codesign.files import own_weights, write_atomic
-from codesign.optuna_adapter import add_complete, fail_stale, set_constraints, set_params
+from codesign.optuna_adapter import (
+    add_complete,
+    fail_stale,
+    new_trial,
+    set_constraints,
+    set_params,
+)
 from codesign.report import by_design, constraints_of, minimized, non_dominated
 from codesign.strategies import HardwareSolver, hardware_seed
 from codesign.study import ATTR_TARGET, A, suggest
@@ -69,6 +75,7 @@ from evaluators.specs import (
     EvalResult,
     EvaluatorError,
     InfeasibleDesign,
+    NetworkSpec,
     TaskSpec,
     TrainingFailed,
 )
@@ -145,6 +152,7 @@ class _Pending:
     rung: int = 0  # successive halving: its rung (else 0, the only one)
     task: TaskSpec | None = None  # the rung's training budget (None: the session's task)
     init: bytes | None = None  # a promotion: the weights of its previous rung
+    parent: int | None = None  # a promotion: the trial it continues
 
 
 def _driver_id() -> str:
@@ -182,7 +190,7 @@ def requeue_stale(study: optuna.Study) -> int:
         reason = ("left RUNNING by a driver that stopped; its design was re-queued" if t.params
                   else "left RUNNING by a driver that stopped before its design was sampled")
         fail_stale(study, t, A + "fail_reason", reason)
-        if t.params:
+        if t.params and A + "promoted_from" not in t.user_attrs:  # a promotion: promoted anew
             study.enqueue_trial(t.params, user_attrs={A + "requeued_from": t.number})
             n += 1
     return n
@@ -490,15 +498,21 @@ class _Session:
         threads = max(1, int(self.cfg.execution.cpus_per_trial))
         self.task = replace(self.cfg.task, num_threads=threads)
         self.top = self.cfg.strategy.rungs - 1  # successive halving's full-budget rung
+        full = self.task.epochs if self.task.epochs is not None else self.task.steps
+        self.rung_budgets = self.cfg.strategy.rung_budgets(int(full or 1))
+        # decoupled stage 1 looks at no budget: over-budget networks are promoted too
+        self.budgets_blind = self.cfg.strategy.name == "decoupled"
         self.rung_done: dict[int, list[FrozenTrial]] = {}  # rung < top -> promotable trials
         for t in done:
-            if _fidelity(t) < 1.0 and _promotable(t):
+            if _fidelity(t) < 1.0 and _promotable(t, self.budgets_blind):
                 self.rung_done.setdefault(int(t.user_attrs.get(A + "rung", 0)), []).append(t)
         self.promoted: set[int] = set()
-        if self.top > 0:
+        if self.top > 0:  # a promotion that failed (not for good) is made again
             self.promoted = {int(t.user_attrs[A + "promoted_from"])
                              for t in self.study.get_trials(deepcopy=False)
-                             if A + "promoted_from" in t.user_attrs}
+                             if A + "promoted_from" in t.user_attrs and (
+                                 t.state != TrialState.FAIL
+                                 or t.user_attrs.get(A + "fail_final"))}
         # design key -> its first trial with a deterministic outcome: finished, unmappable,
         # or (this session) failed for a reason that another evaluation would not change;
         # a finished trial wins over an unmappable one (an older mapper's verdict)
@@ -517,7 +531,7 @@ class _Session:
                              and not t.user_attrs.get(A + "rung")}
             self.complete = len(self.networks)
         self.done_trials = done
-        self.max_failures = max(10, 2 * self.opts.n_trials)
+        self.max_failures = max(10, 2 * (self.opts.max_trainings or self.opts.n_trials))
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -662,7 +676,7 @@ class _Session:
         trial.set_user_attr(A + "driver", _driver_id())
         if self.top > 0:
             trial.set_user_attr(A + "rung", rung)
-            trial.set_user_attr(A + "fidelity", self.cfg.strategy.fidelity(rung))
+            trial.set_user_attr(A + "fidelity", self.fidelity(rung))
         return _Pending(trial, design, key, dkey, self.cache.get(key), 0, time.perf_counter(),
                         points=points, rung=rung, task=task)
 
@@ -689,14 +703,15 @@ class _Session:
         return cap is not None and self.trained_before + self.spent + running >= cap - 1e-9
 
     def task_at(self, rung: int) -> TaskSpec:
-        """The session's task at ``rung``'s fraction of the training budget (at least one
-        epoch or step)."""
+        """The session's task at ``rung``'s budget (``StrategyConfig.rung_budgets``)."""
         if rung >= self.top:
             return self.task
-        f = self.cfg.strategy.fidelity(rung)
-        if self.task.steps is not None:
-            return replace(self.task, steps=max(1, round(self.task.steps * f)))
-        return replace(self.task, epochs=max(1, round((self.task.epochs or 1) * f)))
+        unit = "steps" if self.task.steps is not None else "epochs"
+        return replace(self.task, **{unit: self.rung_budgets[rung]})
+
+    def fidelity(self, rung: int) -> float:
+        """The fraction of the full training budget ``rung`` trains (what it costs)."""
+        return self.rung_budgets[rung] / self.rung_budgets[-1]
 
     # ---------------------------------------------------------------- successive halving
 
@@ -721,16 +736,19 @@ class _Session:
         """Evaluate ``parent``'s design on the next rung, from its weights."""
         self.promoted.add(parent.number)
         rung = int(parent.user_attrs.get(A + "rung", 0)) + 1
-        trial = self.study.ask({})  # every parameter is the parent's, not the sampler's
+        # every parameter is the parent's, not the sampler's, and no re-queued design is
+        # taken off the queue (Study.ask would)
+        trial = new_trial(self.study)
         set_params(self.study, trial, dict(parent.params), self.full_dists)
         root = int(parent.user_attrs.get(A + "rung_root", parent.number))
         trial.set_user_attr(A + "promoted_from", parent.number)
         trial.set_user_attr(A + "rung_root", root)
+        design = self.cfg.space.decode(parent.params)
         points = None
         if self.cfg.strategy.name == "nested" and rung == self.top:
-            points = self.hardware_points(root)
-        design = self.cfg.space.decode(parent.params)
+            points = self.hardware_points(design.network)
         p = self.pending_for(trial, design, rung, points)
+        p.parent = parent.number
         key = parent.user_attrs.get(A + "training_key")
         path = own_weights(parent.user_attrs.get(A + "weights"), self.opts.artifacts, key)
         if path is not None and p.hit is None:
@@ -748,23 +766,26 @@ class _Session:
         it is priced on (returned with it)."""
         assert self.solver is not None
         space = self.cfg.space
+        reference = space.reference_hardware()
         if self.cfg.strategy.name == "decoupled":
-            return space.reference_hardware(), None
-        points = self.hardware_points(number)
-        network = space.decode({**params, **points[0]}).network
+            return reference, None
+        network = space.decode({**params, **reference}).network
+        points = self.hardware_points(network)
         hw, _ = self.solver.probe(network, points)
         return hw, points
 
-    def hardware_points(self, number: int) -> list[dict[str, Any]]:
-        """The configurations a network of trial ``number`` is priced on (the grid, the
-        same for every trial, or a sample seeded by the trial's number)."""
+    def hardware_points(self, network: NetworkSpec) -> list[dict[str, Any]]:
+        """The configurations ``network`` is priced on: the grid (the same for every
+        network), or a sample seeded by the study's seed and the network, so that a network
+        proposed again gets the same configurations, the same probe, and so the same design
+        (a repeat, never a new evaluation)."""
         assert self.solver is not None
         o = self.cfg.strategy
         if self.solver.grid is not None and self.solver.grid <= o.hw_grid_max:
             if self.grid_points is None:
                 self.grid_points = self.solver.points(0)
             return self.grid_points
-        return self.solver.points(hardware_seed(self.cfg.study.seed, number))
+        return self.solver.points(hardware_seed(self.cfg.study.seed, network))
 
     def start(self, p: _Pending) -> None:
         if p.hit is None and p.key in self.diverged and _within_budgets(p.design, self.cfg):
@@ -779,7 +800,7 @@ class _Session:
                 self.deferred.setdefault(p.key, []).append(p)
                 return
             self.training_now.add(p.key)
-            self.training_cost[p.key] = self.cfg.strategy.fidelity(p.rung)
+            self.training_cost[p.key] = self.fidelity(p.rung)
         self.dispatch(p)
 
     def dispatch(self, p: _Pending) -> None:
@@ -822,10 +843,10 @@ class _Session:
                     self.complete += 1
                 if p.rung == 0:
                     self.networks.add(p.key)
-                if p.rung < self.top and result.feasible:
+                if p.rung < self.top and _promotable(told, self.budgets_blind):
                     self.rung_done.setdefault(p.rung, []).append(told)
                 if result.training is not None:
-                    self.spent += self.cfg.strategy.fidelity(p.rung)
+                    self.spent += self.fidelity(p.rung)
                 if p.points is not None and result.feasible:
                     self.record_pairs(told, p.points)
                 if (self.cfg.strategy.name == "decoupled" and result.training is not None
@@ -901,6 +922,8 @@ class _Session:
         p.trial.set_user_attr(A + "attempts", p.attempt + 1)
         if final:
             p.trial.set_user_attr(A + "fail_final", True)
+        elif p.parent is not None:  # a promotion that may well run another time
+            self.promoted.discard(p.parent)
         told = self.study.tell(p.trial, state=state)
         if state == TrialState.PRUNED:
             self.unmappable += 1
@@ -1000,11 +1023,13 @@ class _Session:
             if dkey in self.known or dkey in self.evaluating:
                 continue
             hw = pair.report.to_dict()
+            if "resources" in hw:  # a programmable device's use, as tell keeps it
+                hw["total"]["resources"] = hw["resources"]
             user = {A + k: v for k, v in {
                 "design": pair.design.to_dict(), "design_key": dkey,
                 "training_key": attrs.get(A + "training_key"), "feasible": True,
                 "infeasible_reason": None, "accuracy": accuracy, "hw": hw["total"],
-                "layers": hw["layers"], "trained": False, "cached": True,
+                "layers": hw["layers"], "trained": False, "cached": False,
                 "input_density": density, "weights": attrs.get(A + "weights"),
                 "constraint_names": list(pair.constraints), "pair_of": told.number,
                 "driver": _driver_id()}.items() if v is not None}
@@ -1051,7 +1076,8 @@ class _Session:
             key = t.user_attrs.get(A + "training_key")
             if key in done:
                 continue
-            self.record_pairs(t, self.hardware_points(t.number))
+            network = DesignPoint.from_dict(t.user_attrs[A + "design"]).network
+            self.record_pairs(t, self.hardware_points(network))
             done.add(key)
             self.study.set_user_attr(done_key, sorted(done))
 
@@ -1062,11 +1088,12 @@ def _fidelity(t: FrozenTrial) -> float:
     return float(t.user_attrs.get(A + "fidelity", 1.0))
 
 
-def _promotable(t: FrozenTrial) -> bool:
-    """A lower-rung result successive halving may promote: within every budget, with a
-    trained (or cached) accuracy."""
-    return all(v <= 0 for v in t.constraints.values()) and (
-        bool(t.user_attrs.get(A + "trained")) or bool(t.user_attrs.get(A + "cached")))
+def _promotable(t: FrozenTrial, budgets_blind: bool = False) -> bool:
+    """A lower-rung result successive halving may promote: with a trained (or cached)
+    accuracy, within every budget unless ``budgets_blind`` (decoupled stage 1)."""
+    within = budgets_blind or all(v <= 0 for v in t.constraints.values())
+    return within and (bool(t.user_attrs.get(A + "trained"))
+                       or bool(t.user_attrs.get(A + "cached")))
 
 
 def _ranked(trials: list[FrozenTrial], cfg: ExperimentConfig) -> list[FrozenTrial]:

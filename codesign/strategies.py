@@ -138,7 +138,9 @@ class HardwareSolver:
         return pairs
 
 
-def hardware_seed(study_seed: int, number: int) -> int:
-    """The seed of the configurations sampled for trial ``number`` (reproducible from the
-    study's seed and the trial number)."""
-    return (study_seed * 1_000_003 + number) % 2**32
+def hardware_seed(study_seed: int, network: NetworkSpec) -> int:
+    """The seed of the configurations sampled for ``network`` (reproducible from the
+    study's seed and the network alone)."""
+    from evaluators.specs import stable_hash
+
+    return int(stable_hash({"seed": study_seed, "network": network.to_dict()}), 16) % 2**32

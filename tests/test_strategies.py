@@ -416,3 +416,52 @@ def test_a_study_of_an_older_strategy_section_continues(tmp_path: Path) -> None:
     again = from_mapping(_raw(strategy={"name": "nested"}, report={"reference": ref}))
     _, created = create_or_load(again, storage, url, sampler=None)
     assert not created
+
+
+# ------------------------------------------------------------------ successive halving state
+
+
+def test_rungs_that_would_train_the_same_budget_are_refused() -> None:
+    with pytest.raises(ConfigError) as e:
+        from_mapping(_raw(strategy={"rungs": 3, "eta": 3},
+                          task={"dataset": "digits", "epochs": 4}), source="e.yaml")
+    (line,) = e.value.lines()
+    assert line.startswith("e.yaml: strategy.rungs: ") and "[1, 1, 4] epochs" in line
+    cfg = from_mapping(_raw(strategy={"rungs": 3, "eta": 3},
+                            task={"dataset": "digits", "epochs": 15}))
+    assert cfg.strategy.rung_budgets(15) == [2, 5, 15]
+
+
+def test_a_failed_promotion_is_made_again_and_never_requeued(tmp_path: Path) -> None:
+    """A promotion that a crash (or Ctrl-C) failed leaves its parent promotable, and the
+    stale-trial re-queue does not turn it into a rung-0 design."""
+    import socket
+
+    from codesign.optuna_adapter import new_trial, set_params
+    from codesign.runner import RunOptions, _Session, requeue_stale
+
+    cfg = from_mapping(_raw(strategy={"rungs": 2, "eta": 2}, constraints={},
+                            task={"dataset": "digits", "epochs": 4}))
+    study = optuna.create_study(directions=cfg.directions)
+    dists = cfg.space.distributions()
+    params = cfg.space.example_params()
+    for i, acc in enumerate((0.5, 0.9)):
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={k: dists[k] for k in params},
+            values=[acc, 1.0, 1.0], system_attrs={"constraints": []},
+            user_attrs={"codesign.rung": 0, "codesign.fidelity": 0.5, "codesign.trained": True,
+                        "codesign.design_key": f"d{i}@r0", "codesign.training_key": f"k{i}"}))
+    running = new_trial(study)  # the promotion of trial 1, left RUNNING by a dead driver
+    set_params(study, running, params, dists)
+    running.set_user_attr("codesign.promoted_from", 1)
+    running.set_user_attr("codesign.driver", f"{socket.gethostname()}:{2**22 + 7}")
+    study.enqueue_trial({})  # a WAITING trial: new_trial must leave it queued
+    new_trial(study)  # (Study.ask would have taken it)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 1
+    requeue_stale(study)
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert len(waiting) == 1  # only the one enqueued by hand
+    opts = RunOptions(n_trials=2, workers=1, artifacts=tmp_path, storage_url="x")
+    session = _Session(study, cfg, opts)
+    assert 1 not in session.promoted
+    assert session.promotion().number == 1  # the better half of rung 0, promoted again

@@ -11,7 +11,7 @@ import optuna
 import pytest
 import yaml
 
-from tests.cli_helpers import codesign
+from cli_helpers import codesign
 
 pytestmark = pytest.mark.slow
 

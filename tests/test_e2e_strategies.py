@@ -10,7 +10,6 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-
 from cli_helpers import codesign
 
 pytestmark = pytest.mark.slow

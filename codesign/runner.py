@@ -995,8 +995,8 @@ class _Session:
             trial.set_user_attr(A + "fail_reason", first.user_attrs.get(A + "fail_reason", ""))
             self.study.tell(trial, state=first.state)
             return
-        for k in ("feasible", "infeasible_reason", "accuracy", "hw", "input_density",
-                  "weights"):
+        for k in ("feasible", "infeasible_reason", "accuracy", "hw", "layers",
+                  "input_density", "weights"):
             if A + k in first.user_attrs:
                 trial.set_user_attr(A + k, first.user_attrs[A + k])
         trial.set_user_attr(A + "trained", False)

@@ -276,6 +276,7 @@ def test_repeats_are_recorded_and_listed_once(nu: Nu) -> None:
         first = by_number[t.user_attrs["codesign.repeat_of"]]
         assert t.values == first.values and t.constraints == first.constraints
         assert not t.user_attrs["codesign.trained"] and not t.user_attrs["codesign.cached"]
+        assert t.user_attrs["codesign.layers"] == first.user_attrs["codesign.layers"]
     front = pareto_trials(study)
     assert len({t.user_attrs["codesign.design_key"] for t in front}) == len(front)
     shared = repeats(study)

@@ -439,7 +439,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      seeds=args.seeds, trainings=trainings, storage=args.storage,
                      workers=args.workers, out=out, progress=not args.no_progress,
                      log=lambda line: print(line, file=sys.stderr))
-    url = args.storage or f"sqlite:///runs/{cfg.study.name}-compare.db"
+    from codesign.compare import default_storage
+
+    url = args.storage or default_storage(cfg)
     print(f"studies in {display_url(url)}; files in {result.out}")
     print(markdown(result).split("\n", 1)[1].strip())
     return 0

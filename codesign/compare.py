@@ -123,7 +123,7 @@ class RunResult:
     seed_index: int
     study: str
     trials: int
-    trainings: int
+    trainings: float  # full-budget units spent (``score`` sets it from the trace)
     seconds: float
     trace: HypervolumeTrace | None = None
     train_hours: float = 0.0
@@ -203,13 +203,14 @@ def run_comparison(cfg: ExperimentConfig, *, strategies: list[str], seeds: int,
     arms = parse_arms(strategies)
     if seeds < 1 or trainings < 1:
         raise CodesignError("--seeds and --trainings must be at least 1")
-    url = storage or f"sqlite:///runs/{cfg.study.name}-compare.db"
+    url = storage or default_storage(cfg)
     if out is not None:
         from codesign.files import check_folder, check_target
 
         out = check_target(out, "--out")
         check_folder(out, "--out", overwrite=True)  # refuses a foreign folder before running
     runs: list[RunResult] = []
+    trials: dict[str, list[optuna.trial.FrozenTrial]] = {}
     for k in range(seeds):
         for arm in arms:
             run_cfg = arm_config(cfg, arm, k, url, trainings)
@@ -220,28 +221,24 @@ def run_comparison(cfg: ExperimentConfig, *, strategies: list[str], seeds: int,
             if not summary.nothing_to_do:
                 spent = float(study.user_attrs.get(ATTR_SECONDS, 0.0))
                 study.set_user_attr(ATTR_SECONDS, spent + time.perf_counter() - t0)
-            result = _result(arm, k, study)
+            trials[study.study_name] = study.get_trials(deepcopy=False)
+            result = RunResult(arm=arm, seed_index=k, study=study.study_name,
+                               trials=len(trials[study.study_name]), trainings=0,
+                               seconds=float(study.user_attrs.get(ATTR_SECONDS, 0.0)))
             runs.append(result)
             if log is not None:
-                log(f"{arm.label} seed {k}: {result.trials} trials, {result.trainings} "
-                    f"trainings, {result.seconds:.0f} s")
-    comparison = score(cfg, runs, {r.study: _trials(url, r.study) for r in runs}, trainings)
+                spent = study.user_attrs.get(ATTR_SECONDS, 0.0)
+                log(f"{arm.label} seed {k}: {result.trials} trials, {spent:.0f} s")
+    comparison = score(cfg, runs, trials, trainings)
     if out is not None:
         write_outputs(comparison, out)
         comparison = replace(comparison, out=out)
     return comparison
 
 
-def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    study = optuna.load_study(study_name=name, storage=url)
-    return study.get_trials(deepcopy=False)
-
-
-def _result(arm: Arm, k: int, study: optuna.Study) -> RunResult:
-    trials = study.get_trials(deepcopy=False)
-    return RunResult(arm=arm, seed_index=k, study=study.study_name, trials=len(trials),
-                     trainings=sum(bool(t.user_attrs.get(A + "trained")) for t in trials),
-                     seconds=float(study.user_attrs.get(ATTR_SECONDS, 0.0)))
+def default_storage(cfg: ExperimentConfig) -> str:
+    """Where a comparison of ``cfg`` keeps its runs' studies unless told otherwise."""
+    return f"sqlite:///runs/{cfg.study.name}-compare.db"
 
 
 def _edp(t: optuna.trial.FrozenTrial) -> float | None:

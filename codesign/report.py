@@ -31,10 +31,16 @@ from evaluators.specs import DesignPoint, EvaluatorError
 JSON_SCHEMA_VERSION = 1
 
 
+def fidelity(t: FrozenTrial) -> float:
+    """The fraction of the training budget ``t`` was trained on (1 without successive
+    halving)."""
+    return float(t.user_attrs.get(A + "fidelity", 1.0))
+
+
 def full_budget(t: FrozenTrial) -> bool:
     """Whether ``t`` was trained on the whole training budget (not on a lower rung of
     successive halving)."""
-    return float(t.user_attrs.get(A + "fidelity", 1.0)) >= 1.0
+    return fidelity(t) >= 1.0
 
 
 def feasible(t: FrozenTrial) -> bool:
@@ -280,7 +286,7 @@ def hypervolume_trace(trials: Sequence[FrozenTrial], cfg: ExperimentConfig,
     current, trainings, seconds = 0.0, 0.0, 0.0
     for t in done:
         if t.user_attrs.get(A + "trained"):  # in full trainings (successive halving: less)
-            trainings += float(t.user_attrs.get(A + "fidelity", 1.0))
+            trainings += fidelity(t)
             seconds += float(t.user_attrs.get(A + "train_seconds") or 0.0)
         if feasible(t):
             loss = losses(np.array([t.values], dtype=float), cfg, ref)[0]
@@ -320,7 +326,7 @@ def cache_stats(study: optuna.Study) -> dict[str, Any]:
             "hit_rate": hits / needing if needing else 0.0, "warm_started": warm,
             "repeats": len(again), "pairs": pairs,
             # successive halving: trainings in units of the full budget
-            "training_units": sum(float(t.user_attrs.get(A + "fidelity", 1.0)) for t in runs)}
+            "training_units": sum(fidelity(t) for t in runs)}
 
 
 def summary(study: optuna.Study, cfg: ExperimentConfig, storage_url: str) -> dict[str, Any]:

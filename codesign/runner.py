@@ -66,7 +66,8 @@ from codesign.optuna_adapter import (
     set_params,
 )
 from codesign.report import by_design, constraints_of, minimized, non_dominated
-from codesign.strategies import HardwareSolver, hardware_seed
+from codesign.report import fidelity as _fidelity
+from codesign.strategies import HardwareSolver
 from codesign.study import ATTR_TARGET, A, suggest
 from evaluators.specs import (
     Budgets,
@@ -490,7 +491,6 @@ class _Session:
         # nested / decoupled: the sampler proposes the network half; the driver the rest
         self.dists = (self.cfg.space.network_distributions() if self.solver
                       else self.full_dists)
-        self.grid_points: list[dict[str, Any]] | None = None
         # trainings in full-budget units (a successive-halving rung costs its fidelity)
         self.trained_before = sum(_fidelity(t) for t in done if t.user_attrs.get(A + "trained"))
         self.spent = 0.0
@@ -506,6 +506,7 @@ class _Session:
         for t in done:
             if _fidelity(t) < 1.0 and _promotable(t, self.budgets_blind):
                 self.rung_done.setdefault(int(t.user_attrs.get(A + "rung", 0)), []).append(t)
+        self.rank_cache: dict[int, tuple[int, list[FrozenTrial]]] = {}
         self.promoted: set[int] = set()
         if self.top > 0:  # a promotion that failed (not for good) is made again
             self.promoted = {int(t.user_attrs[A + "promoted_from"])
@@ -727,10 +728,19 @@ class _Session:
             quota = -(-len(done) // eta) if last_round else len(done) // eta
             if quota == 0:
                 continue
-            for t in _ranked(done, self.cfg)[:quota]:
+            for t in self.ranked(rung)[:quota]:
                 if t.number not in self.promoted:
                     return t
         return None
+
+    def ranked(self, rung: int) -> list[FrozenTrial]:
+        """``rung``'s promotable results best first (``_ranked``), ranked again only when
+        the rung has a new one (``promotion`` asks at every pass of the loop)."""
+        done = self.rung_done.get(rung, [])
+        cached = self.rank_cache.get(rung)
+        if cached is None or cached[0] != len(done):
+            cached = self.rank_cache[rung] = (len(done), _ranked(done, self.cfg))
+        return cached[1]
 
     def promote(self, parent: FrozenTrial) -> None:
         """Evaluate ``parent``'s design on the next rung, from its weights."""
@@ -775,17 +785,9 @@ class _Session:
         return hw, points
 
     def hardware_points(self, network: NetworkSpec) -> list[dict[str, Any]]:
-        """The configurations ``network`` is priced on: the grid (the same for every
-        network), or a sample seeded by the study's seed and the network, so that a network
-        proposed again gets the same configurations, the same probe, and so the same design
-        (a repeat, never a new evaluation)."""
+        """The configurations ``network`` is priced on (``HardwareSolver.points``)."""
         assert self.solver is not None
-        o = self.cfg.strategy
-        if self.solver.grid is not None and self.solver.grid <= o.hw_grid_max:
-            if self.grid_points is None:
-                self.grid_points = self.solver.points(0)
-            return self.grid_points
-        return self.solver.points(hardware_seed(self.cfg.study.seed, network))
+        return self.solver.points(network)
 
     def start(self, p: _Pending) -> None:
         if p.hit is None and p.key in self.diverged and _within_budgets(p.design, self.cfg):
@@ -1080,12 +1082,6 @@ class _Session:
             self.record_pairs(t, self.hardware_points(network))
             done.add(key)
             self.study.set_user_attr(done_key, sorted(done))
-
-
-def _fidelity(t: FrozenTrial) -> float:
-    """The fraction of the training budget ``t`` was trained on (1 without successive
-    halving)."""
-    return float(t.user_attrs.get(A + "fidelity", 1.0))
 
 
 def _promotable(t: FrozenTrial, budgets_blind: bool = False) -> bool:

@@ -65,6 +65,7 @@ class HardwareSolver:
         self.hw_objectives = [o for o in cfg.objectives if o in HW_OBJECTIVES]
         self.grid = self.space.hardware_grid_size()
         self._specs_of: tuple[list[dict[str, Any]], list[Any]] | None = None
+        self._grid_points: list[dict[str, Any]] | None = None
 
     def _specs(self, points: list[dict[str, Any]]) -> list[Any]:
         """The accelerator specs of ``points`` (built once per list: a network is priced on
@@ -73,10 +74,19 @@ class HardwareSolver:
             self._specs_of = (points, [self.space.accelerator(p) for p in points])
         return self._specs_of[1]
 
-    def points(self, seed: int) -> list[dict[str, Any]]:
+    def points(self, network: NetworkSpec) -> list[dict[str, Any]]:
+        """The configurations ``network`` is priced on: the grid (one list, the same for
+        every network), or ``hw_samples`` drawn with ``hardware_seed``, so that a network
+        proposed again gets the same configurations, the same probe and so the same design
+        (a repeat, never a new evaluation)."""
         o = self.options
+        if self.grid is not None and self.grid <= o.hw_grid_max:
+            if self._grid_points is None:
+                self._grid_points = self.space.hardware_points(
+                    max_grid=o.hw_grid_max, samples=o.hw_samples, seed=0)
+            return self._grid_points
         return self.space.hardware_points(max_grid=o.hw_grid_max, samples=o.hw_samples,
-                                          seed=seed)
+                                          seed=hardware_seed(self.cfg.study.seed, network))
 
     def _price(self, network: NetworkSpec, points: list[dict[str, Any]],
                density: dict[str, float] | None) -> tuple[Any, np.ndarray, np.ndarray]:

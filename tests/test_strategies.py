@@ -119,7 +119,7 @@ def test_probe_is_the_least_edp_feasible_configuration() -> None:
 
     cfg, solver = _solver(hw_samples=200)
     params, network = _network(cfg)
-    points = solver.points(seed=7)
+    points = solver.points(network)
     hw, ok = solver.probe(network, points)
     assert ok
     best = None
@@ -143,7 +143,7 @@ def test_probe_without_a_feasible_configuration_takes_the_least_over_budget() ->
     cfg = from_mapping(raw)
     solver = HardwareSolver(cfg)
     _, network = _network(cfg)
-    points = solver.points(seed=1)
+    points = solver.points(network)
     hw, ok = solver.probe(network, points)
     assert not ok
     from evaluators.evaluate import price
@@ -166,7 +166,7 @@ def test_front_pairs_are_feasible_and_non_dominated_among_the_points() -> None:
     cfg, solver = _solver(hw_samples=300, hw_keep=50)
     params, network = _network(cfg)
     density = None
-    points = solver.points(seed=2)
+    points = solver.points(network)
     net_params = {k: v for k, v in params.items() if not k.startswith("hw/")}
     pairs = solver.front(network, density, points, net_params)
     assert pairs

@@ -22,7 +22,7 @@ import optuna
 
 from codesign.config import ExperimentConfig
 from codesign.optuna_adapter import live_trial
-from codesign.report import constraints_of, fmt_value, metrics, pareto_trials, repeats
+from codesign.report import StudyView, constraints_of, fmt_value, metrics, repeats
 from evaluators.specs import stable_hash
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ def mark_pareto(study: optuna.Study, cfg: ExperimentConfig) -> None:
     Called by the driver at the end of every session; writes only study attributes and
     notes, never a trial's values.
     """
-    front = pareto_trials(study)
+    read = StudyView(study)  # the study read once
+    front = read.pareto
     numbers = sorted(t.number for t in front)
     study.set_user_attr(ATTR_PARETO, numbers)
     try:
@@ -45,7 +46,7 @@ def mark_pareto(study: optuna.Study, cfg: ExperimentConfig) -> None:
     except ImportError:
         log.debug("optuna-dashboard is not installed: no dashboard notes")
         return
-    shared = repeats(study)
+    shared = repeats(read)
     objectives = list(cfg.objectives)
     rows = ["| trial | " + " | ".join(objectives) + " | same design |",
             "|---" * (len(objectives) + 2) + "|"]
@@ -77,7 +78,7 @@ def mark_pareto(study: optuna.Study, cfg: ExperimentConfig) -> None:
             *([f"Same design as trials {', '.join(map(str, also))}."] if also else []),
         ])
     written = {int(k): v for k, v in study.user_attrs.get(ATTR_NOTED, {}).items()}
-    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    by_number = {t.number: t for t in read.trials}
     for n in sorted(set(written) - set(numbers)):
         if n in by_number:
             notes[n] = by_number[n], "No longer on the feasible Pareto front (codesign)."

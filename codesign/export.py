@@ -36,7 +36,7 @@ import yaml
 from codesign.config import ExperimentConfig
 from codesign.errors import CodesignError
 from codesign.files import check_folder, check_target, own_weights, publish_folder
-from codesign.report import constraints_of, metrics, pareto_trials, repeats
+from codesign.report import StudyView, constraints_of, metrics, repeats
 from codesign.study import ATTR_PROVENANCE, A
 from codesign.urls import display_url
 from evaluators.specs import DesignPoint
@@ -126,11 +126,12 @@ def export_study(
         raise CodesignError(f"--format: must be one of {list(FORMATS)}, got {fmt!r}")
     out = check_target(out, "--out")
     earlier = check_folder(out, "--out", overwrite=overwrite)
-    trials = pareto_trials(study)
+    read = StudyView(study)  # the study read once; whole trials of the Pareto designs only
+    trials = read.pareto
     if not trials:
         raise CodesignError(f"study {study.study_name!r} has no feasible finished trial to "
                             "export yet")
-    shared = repeats(study)
+    shared = repeats(read)
     shown_url = display_url(storage_url)
     spec_fmt = "json" if fmt == "json" else "yaml"
     out.parent.mkdir(parents=True, exist_ok=True)

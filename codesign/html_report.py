@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from codesign.config import OBJECTIVES, ExperimentConfig
 from codesign.errors import OutputError
 from codesign.files import HTML_HEAD, claim_file, write_atomic
 from codesign.report import (
+    StudyView,
     by_design,
     constraints_of,
     design_summary,
@@ -44,7 +45,6 @@ from codesign.report import (
     full_budget,
     hypervolume_trace,
     metrics,
-    pareto_trials,
     repeats,
     summary,
 )
@@ -68,10 +68,10 @@ class _Points:
     partial: list[FrozenTrial]  # within the budgets, trained on part of the budget only
 
 
-def _points(study: optuna.Study) -> _Points:
-    distinct = [g[0] for g in by_design(study.get_trials(
-        deepcopy=False, states=(TrialState.COMPLETE,))).values()]
-    front = pareto_trials(study)
+def _points(read: StudyView) -> _Points:
+    # whole trials: every point's hover text shows its design
+    distinct = read.full([g[0] for g in read.groups.values()])
+    front = read.pareto
     on_front = {t.number for t in front}
     return _Points(
         pareto=front,
@@ -300,13 +300,14 @@ def _parcoords_figure(front: list[FrozenTrial], objectives: list[str],
     return fig
 
 
-def _importances(study: optuna.Study, cfg: ExperimentConfig) -> dict[str, dict[str, float] | str]:
+def _importances(read: StudyView, cfg: ExperimentConfig) -> dict[str, dict[str, float] | str]:
     """Objective -> parameter importances (fANOVA over the feasible COMPLETE designs, one
     trial per design), or a note saying why there are none."""
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
-    ok = [g[0] for g in by_design(t for t in study.get_trials(
-        deepcopy=False, states=(TrialState.COMPLETE,)) if feasible(t)).values()]
+    study = read.study
+    ok = read.full([g[0] for g in by_design(t for t in read.complete
+                                            if feasible(t)).values()])
     objectives = list(cfg.objectives)
     if len(ok) < MIN_IMPORTANCE_DESIGNS:
         note = (f"too few feasible finished designs ({len(ok)}; at least "
@@ -356,11 +357,11 @@ def _importance_figure(imps: dict[str, dict[str, float] | str]) -> Any | None:
 # ----------------------------------------------------------------------------- the document
 
 
-def _pareto_rows(study: optuna.Study, front: list[FrozenTrial]) -> tuple[list[str],
-                                                                         list[list[str]]]:
+def _pareto_rows(read: StudyView, front: list[FrozenTrial]) -> tuple[list[str],
+                                                                     list[list[str]]]:
     """Columns and cells of the Pareto table (as :func:`codesign.report.pareto_table`:
     trial, the later trials of the same design, metrics, design)."""
-    shared = repeats(study)
+    shared = repeats(read)
     rows = []
     for t in front:
         again = shared.get(t.number)
@@ -388,13 +389,14 @@ class _Report:
 
 
 def _collect(study: optuna.Study, cfg: ExperimentConfig, storage_url: str) -> _Report:
-    pts = _points(study)
+    read = StudyView(study)  # the study read once
+    pts = _points(read)
     varying, constant, partial = _pareto_params(pts.pareto, list(cfg.space.distributions()))
-    cols, cells = _pareto_rows(study, pts.pareto)
+    cols, cells = _pareto_rows(read, pts.pareto)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return _Report(doc=summary(study, cfg, storage_url), cfg=cfg, points=pts,
-                   trace=hypervolume_trace(study.get_trials(deepcopy=False), cfg),
-                   importances=_importances(study, cfg), varying=varying, constant=constant,
+    return _Report(doc=summary(read, cfg, storage_url), cfg=cfg, points=pts,
+                   trace=hypervolume_trace(read.trials, cfg),
+                   importances=_importances(read, cfg), varying=varying, constant=constant,
                    partial_params=partial, columns=cols, cells=cells, generated=now)
 
 

@@ -23,18 +23,19 @@ from codesign.config import ExperimentConfig
 from codesign.errors import OutputError
 from codesign.files import HTML_HEAD, PLOT_MARK, claim_file, write_atomic
 from codesign.report import (
-    by_design,
+    StudyView,
     feasible,
     full_budget,
     hypervolume_history,
     pareto_table,
-    pareto_trials,
+    view,
 )
 
 MAX_PANEL_OBJECTIVES = 4  # pairs of the first four objectives: at most six panels
 
 
-def _figure(study: optuna.Study, cfg: ExperimentConfig, *, as_figure: bool = False) -> Any:
+def _figure(study: optuna.Study | StudyView, cfg: ExperimentConfig, *,
+            as_figure: bool = False) -> Any:
     """The figure as PNG bytes (``as_figure``: the matplotlib ``Figure``, left open)."""
     import matplotlib
 
@@ -42,13 +43,14 @@ def _figure(study: optuna.Study, cfg: ExperimentConfig, *, as_figure: bool = Fal
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm, Normalize
 
+    read = view(study)
+    study = read.study
     objs = list(cfg.objectives)
     # one point per design: repeats lie on top of their first trial
-    distinct = [g[0] for g in by_design(study.get_trials(
-        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))).values()]
+    distinct = [g[0] for g in read.groups.values()]
     ok = [t for t in distinct if feasible(t)]
     bad = [t for t in distinct if not feasible(t) and full_budget(t)]  # lower rungs: left out
-    front = pareto_trials(study)
+    front = read.pareto
 
     shown = objs[:MAX_PANEL_OBJECTIVES]
     pairs = list(itertools.combinations(range(len(shown)), 2)) or [(0, 0)]
@@ -96,7 +98,7 @@ def _figure(study: optuna.Study, cfg: ExperimentConfig, *, as_figure: bool = Fal
         ax.legend(loc="best", fontsize=7)
 
     ax2 = flat[len(pairs)]
-    numbers, hv, _ = hypervolume_history(study, cfg)
+    numbers, hv, _ = hypervolume_history(read, cfg)
     ax2.step(numbers, hv, where="post", color="tab:blue")
     ax2.set_xlabel("trial number")
     ax2.set_ylabel("hypervolume (normalized)")
@@ -129,12 +131,13 @@ def plot_study(study: optuna.Study, cfg: ExperimentConfig, out: str | os.PathLik
     if out.suffix.lower() not in (".png", ".html"):
         raise OutputError(f"--out: {out}: the file must end in .png or .html")
     claim_file(out, "--out")
-    png = _figure(study, cfg)
+    read = StudyView(study)  # the study read once, for the figure and the table
+    png = _figure(read, cfg)
     if out.suffix.lower() == ".png":
         data = png
     else:
         img = base64.b64encode(png).decode()
-        table = html.escape(pareto_table(study, cfg))
+        table = html.escape(pareto_table(read, cfg))
         data = (f"{HTML_HEAD}<title>{html.escape(study.study_name)}"
                 f"</title><h1>{html.escape(study.study_name)}</h1>"
                 f"<img src='data:image/png;base64,{img}'><pre>{table}</pre>\n").encode()

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from codesign.config import OBJECTIVES, ExperimentConfig
+from codesign.optuna_adapter import full_trials, read_trials
 from codesign.study import ATTR_PROVENANCE, ATTR_TARGET, A, counts_by_state
 from codesign.urls import display_url
 from evaluators.specs import DesignPoint, EvaluatorError
@@ -52,7 +54,35 @@ def feasible(t: FrozenTrial) -> bool:
 
 def non_dominated(points: np.ndarray, *, keep_ties: bool = False) -> np.ndarray:
     """Indices of the rows of ``points`` (minimized columns) that no other row dominates,
-    in row order; of equal rows only the first unless ``keep_ties``."""
+    in row order; of equal rows only the first unless ``keep_ties``.
+
+    The distinct rows in lexicographic order, each compared with the non-dominated ones
+    before it: a row's dominators all come before it, and a dominated row is dominated by a
+    non-dominated one, so this is the pairwise definition at O(distinct rows x front)."""
+    points = np.asarray(points, dtype=float)
+    if points.ndim != 2 or np.isnan(points).any():  # NaN: no order; the pairwise test
+        return _non_dominated_pairwise(points, keep_ties=keep_ties)
+    n = len(points)
+    if n == 0:
+        return np.flatnonzero(np.ones(0, dtype=bool))
+    rows, first, inverse = np.unique(points, axis=0, return_index=True, return_inverse=True)
+    front = np.empty_like(rows)
+    size = 0
+    mine = np.zeros(len(rows), dtype=bool)
+    for k, row in enumerate(rows):  # an earlier distinct row <= this one dominates it
+        if not size or not np.any(np.all(front[:size] <= row, axis=1)):
+            mine[k] = True
+            front[size] = row
+            size += 1
+    inverse = inverse.reshape(-1)
+    keep = mine[inverse]
+    if not keep_ties:  # an exact duplicate of an earlier row is dropped
+        keep &= first[inverse] == np.arange(n)
+    return np.flatnonzero(keep)
+
+
+def _non_dominated_pairwise(points: np.ndarray, *, keep_ties: bool) -> np.ndarray:
+    """:func:`non_dominated` by comparing every pair of rows (rows with NaN)."""
     n = len(points)
     keep = np.ones(n, dtype=bool)
     for start in range(0, n, 512):  # (chunk, n) comparisons at a time
@@ -107,10 +137,80 @@ def by_design(trials: Iterable[FrozenTrial]) -> dict[str, list[FrozenTrial]]:
     return groups
 
 
-def repeats(study: optuna.Study) -> dict[int, list[int]]:
+# the user attributes the read-only views use of every trial; the others (the design, the
+# hardware figures, the per-layer costs: most of a trial's size) only of the trials they
+# show, through ``StudyView.full``
+VIEW_ATTRS = tuple(A + k for k in (
+    "design_key", "fidelity", "repeat_of", "fail_reason", "trained", "train_seconds",
+    "cached", "feasible", "warm_from", "pair_of", "constraint_names"))
+
+
+class StudyView:
+    """One read of a study for the read-only views (``inspect``, ``plot``, ``export``,
+    ``report``): :attr:`trials`, every trial in trial order with the user attributes
+    :data:`VIEW_ATTRS` only (``codesign.optuna_adapter.read_trials``; all of them on a
+    journal storage), and :meth:`full`, the whole trial of one of them as Optuna stores it.
+
+    What it derives (the groups by design, the Pareto set) is kept with it; a trial added
+    to the study later is not in it: read a new one for that. The functions below that take
+    a study take a view too, so that one command reads the study once.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study = study
+        trials = read_trials(study, VIEW_ATTRS)
+        older = [t for t in trials if t.state == TrialState.COMPLETE
+                 and A + "design_key" not in t.user_attrs and A + "design" not in t.user_attrs]
+        if older:  # trials of an older codesign: their design keys come from their designs
+            designs = {t.number: t.user_attrs for t in read_trials(study, [A + "design"],
+                                                                   only=older)}
+            for t in older:
+                t.user_attrs.update(designs.get(t.number, {}))
+        self.trials = trials
+        self._full: dict[int, FrozenTrial] = {}
+
+    def full(self, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+        """The whole trials (parameters and every user attribute) of ``trials``, finished
+        ones of :attr:`trials`, read together."""
+        missing = [t for t in trials if t.number not in self._full]
+        for t in full_trials(self.study, missing):
+            self._full[t.number] = t
+        return [self._full[t.number] for t in trials]
+
+    @cached_property
+    def complete(self) -> list[FrozenTrial]:
+        return [t for t in self.trials if t.state == TrialState.COMPLETE]
+
+    @cached_property
+    def feasible(self) -> list[FrozenTrial]:
+        """The :func:`feasible` trials, in trial order."""
+        return [t for t in self.trials if feasible(t)]
+
+    @cached_property
+    def groups(self) -> dict[str, list[FrozenTrial]]:
+        """:func:`by_design` of the COMPLETE trials."""
+        return by_design(self.complete)
+
+    @cached_property
+    def pareto(self) -> list[FrozenTrial]:
+        """:func:`pareto_trials`, whole trials."""
+        ok = self.feasible  # feasible trials are COMPLETE
+        directions = [d.name.lower() for d in self.study.directions]
+        front = [ok[i] for i in non_dominated(minimized(ok, directions), keep_ties=True)]
+        trials = [g[0] for g in by_design(front).values()]
+        sign = -1 if self.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
+        return self.full(sorted(trials, key=lambda t: (sign * t.values[0], t.number)))
+
+
+def view(study: optuna.Study | StudyView) -> StudyView:
+    """``study`` read once for the read-only views (a view stays as it is)."""
+    return study if isinstance(study, StudyView) else StudyView(study)
+
+
+def repeats(study: optuna.Study | StudyView) -> dict[int, list[int]]:
     """First trial of each design that several finished trials share -> the later ones
     (a repeat is recorded with its first trial's values; ``codesign.repeat_of``)."""
-    return _shared(by_design(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
+    return _shared(view(study).groups)
 
 
 def _shared(groups: dict[str, list[FrozenTrial]]) -> dict[int, list[int]]:
@@ -188,16 +288,10 @@ def metrics(t: FrozenTrial) -> dict[str, Any]:
     return out
 
 
-def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
+def pareto_trials(study: optuna.Study | StudyView) -> list[FrozenTrial]:
     """Feasible, non-dominated COMPLETE trials, one per distinct design (its first trial;
     :func:`repeats` lists the others), sorted by the first objective (best first)."""
-    ok = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-          if feasible(t)]
-    directions = [d.name.lower() for d in study.directions]
-    front = [ok[i] for i in non_dominated(minimized(ok, directions), keep_ties=True)]
-    trials = [g[0] for g in by_design(front).values()]
-    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
-    return sorted(trials, key=lambda t: (sign * t.values[0], t.number))
+    return list(view(study).pareto)
 
 
 def hypervolume(losses: np.ndarray) -> float:
@@ -210,14 +304,14 @@ def hypervolume(losses: np.ndarray) -> float:
     return float(moocore.hypervolume(inside, ref=np.ones(losses.shape[1])))
 
 
-def reference_point(study: optuna.Study | Sequence[FrozenTrial],
+def reference_point(study: optuna.Study | StudyView | Sequence[FrozenTrial],
                     cfg: ExperimentConfig) -> dict[str, float]:
     """The hypervolume reference: ``report.reference`` when the experiment fixes it, else
     the study's own (see the module docstring)."""
     if cfg.report.reference is not None:
         return {o: cfg.report.reference[o] for o in cfg.objectives}
-    trials = study.get_trials(deepcopy=False) if isinstance(study, optuna.Study) else study
-    ok = [t for t in trials if feasible(t)]
+    ok = (view(study).feasible if isinstance(study, (optuna.Study, StudyView))
+          else [t for t in study if feasible(t)])
     ref = {}
     for i, name in enumerate(cfg.objectives):
         if name == "accuracy":
@@ -277,22 +371,25 @@ def hypervolume_trace(trials: Sequence[FrozenTrial], cfg: ExperimentConfig,
     """:class:`HypervolumeTrace` of ``trials`` (a study's), against ``reference`` (default
     :func:`reference_point`)."""
     ref = reference or reference_point(trials, cfg)
-    # in the order trials finished: a pair recorded after a training comes after it, though
-    # a trial asked before it (and still running then) has a smaller number
-    done = sorted((t for t in trials if t.state.is_finished()),
-                  key=lambda t: (t.datetime_complete or datetime.max, t.number))
+    done = _finish_order(trials)
+    inside = _inside_losses(done, cfg, ref)
     trace = HypervolumeTrace([], [], [], [], ref)
     points: list[np.ndarray] = []
+    front = np.empty((0, len(cfg.objectives)))  # the non-dominated ones of ``points``
     current, trainings, seconds = 0.0, 0.0, 0.0
     for t in done:
         if t.user_attrs.get(A + "trained"):  # in full trainings (successive halving: less)
             trainings += fidelity(t)
             seconds += float(t.user_attrs.get(A + "train_seconds") or 0.0)
-        if feasible(t):
-            loss = losses(np.array([t.values], dtype=float), cfg, ref)[0]
-            if np.all(loss < 1.0):
-                points.append(loss)
+        loss = inside.get(t.number)
+        if loss is not None:
+            points.append(loss)
+            # a point that one before it is <= in every objective adds no volume: the
+            # hypervolume is computed again (of every point so far, as the last value of
+            # final_hypervolume is) only after a point that does
+            if not np.any(np.all(front <= loss, axis=1)):
                 current = hypervolume(np.array(points))
+                front = np.vstack([front[~np.all(loss <= front, axis=1)], loss])
         trace.numbers.append(t.number)
         trace.hypervolume.append(current)
         trace.trainings.append(trainings)
@@ -300,19 +397,46 @@ def hypervolume_trace(trials: Sequence[FrozenTrial], cfg: ExperimentConfig,
     return trace
 
 
+def final_hypervolume(trials: Sequence[FrozenTrial], cfg: ExperimentConfig,
+                      reference: dict[str, float]) -> float:
+    """The last value of :func:`hypervolume_trace` (0 without one), without the trace: the
+    hypervolume of every feasible point inside the box, computed as the trace does."""
+    inside = _inside_losses(_finish_order(trials), cfg, reference)
+    return hypervolume(np.array(list(inside.values()))) if inside else 0.0
+
+
+def _finish_order(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The finished trials in the order they finished: a pair recorded after a training
+    comes after it, though a trial asked before it (and still running then) has a smaller
+    number."""
+    return sorted((t for t in trials if t.state.is_finished()),
+                  key=lambda t: (t.datetime_complete or datetime.max, t.number))
+
+
+def _inside_losses(done: Sequence[FrozenTrial], cfg: ExperimentConfig,
+                   ref: dict[str, float]) -> dict[int, np.ndarray]:
+    """Trial number -> normalized losses of the feasible trials of ``done`` inside the box
+    (every coordinate below 1), in the order of ``done``."""
+    ok = [t for t in done if feasible(t)]
+    if not ok:
+        return {}
+    rows = losses(np.array([t.values for t in ok], dtype=float), cfg, ref)
+    return {t.number: row for t, row in zip(ok, rows) if np.all(row < 1.0)}
+
+
 def hypervolume_history(
-    study: optuna.Study, cfg: ExperimentConfig
+    study: optuna.Study | StudyView, cfg: ExperimentConfig
 ) -> tuple[list[int], list[float], dict[str, float]]:
     """Hypervolume after each finished trial (in trial-number order) and the reference."""
-    trace = hypervolume_trace(study.get_trials(deepcopy=False), cfg)
+    trace = hypervolume_trace(view(study).trials, cfg)
     return trace.numbers, trace.hypervolume, trace.reference
 
 
-def cache_stats(study: optuna.Study) -> dict[str, Any]:
+def cache_stats(study: optuna.Study | StudyView) -> dict[str, Any]:
     """Trainings, training-cache hits, over-budget designs (never trained), warm starts and
     repeats (trials that proposed a design already evaluated, told with its outcome: no work
     at all; ``codesign.repeat_of``)."""
-    every = study.get_trials(deepcopy=False)
+    every = view(study).trials
     again = {t.number for t in every if A + "repeat_of" in t.user_attrs}
     done = [t for t in every if t.state == TrialState.COMPLETE and t.number not in again]
     runs = [t for t in done if t.user_attrs.get(A + "trained")]
@@ -329,11 +453,15 @@ def cache_stats(study: optuna.Study) -> dict[str, Any]:
             "training_units": sum(fidelity(t) for t in runs)}
 
 
-def summary(study: optuna.Study, cfg: ExperimentConfig, storage_url: str) -> dict[str, Any]:
+def summary(study: optuna.Study | StudyView, cfg: ExperimentConfig,
+            storage_url: str) -> dict[str, Any]:
     """The ``codesign inspect --json`` document (schema documented in the README)."""
-    pareto = pareto_trials(study)
-    numbers, hv, ref = hypervolume_history(study, cfg)
-    done = [t for t in study.get_trials(deepcopy=False) if feasible(t)]
+    sv = view(study)
+    study = sv.study
+    pareto = sv.pareto
+    ref = reference_point(sv, cfg)
+    hv = final_hypervolume(sv.feasible, cfg, ref)
+    done = sv.feasible
     best = {}
     for i, name in enumerate(cfg.objectives):
         if done:
@@ -343,10 +471,10 @@ def summary(study: optuna.Study, cfg: ExperimentConfig, storage_url: str) -> dic
     failures = [  # a repeat of a failed design is listed under its first trial alone
         {"trial": t.number, "state": t.state.name.lower(),
          "reason": t.user_attrs.get(A + "fail_reason")}
-        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL, TrialState.PRUNED))
-        if A + "repeat_of" not in t.user_attrs
+        for t in sv.trials if t.state in (TrialState.FAIL, TrialState.PRUNED)
+        and A + "repeat_of" not in t.user_attrs
     ]
-    groups = by_design(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    groups = sv.groups
     shared = _shared(groups)
     return {
         "schema_version": JSON_SCHEMA_VERSION,
@@ -356,17 +484,17 @@ def summary(study: optuna.Study, cfg: ExperimentConfig, storage_url: str) -> dic
         "directions": cfg.directions,
         "constraints": {k: v for k, v in cfg.budgets.to_dict().items() if v is not None},
         "n_trials_target": int(study.user_attrs.get(ATTR_TARGET, cfg.study.n_trials)),
-        "trials_by_state": counts_by_state(study),
+        "trials_by_state": counts_by_state(study, sv.trials),
         "distinct_complete": len(groups),
         "feasible_complete": len(done),
         "pareto": [trial_record(t, cfg, shared.get(t.number, [])) for t in pareto],
-        "hypervolume": {"value": hv[-1] if hv else 0.0, "reference": ref,
+        "hypervolume": {"value": hv, "reference": ref,
                         "ideal": ideal_point(cfg),
                         "fixed": cfg.report.reference is not None,
                         "normalization": "(value - ideal) / (reference - ideal) per "
                                          "objective (accuracy: ideal - value)"},
         "best": best,
-        "cache": cache_stats(study),
+        "cache": cache_stats(sv),
         "failures": failures,
         "provenance": study.user_attrs.get(ATTR_PROVENANCE, {}),
     }
@@ -396,12 +524,14 @@ def fmt_value(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
-def pareto_table(study: optuna.Study, cfg: ExperimentConfig, *, limit: int = 30) -> str:
+def pareto_table(study: optuna.Study | StudyView, cfg: ExperimentConfig, *,
+                 limit: int = 30) -> str:
     """The Pareto set as an aligned text table (metrics first, then the design)."""
-    trials = pareto_trials(study)
+    sv = view(study)
+    trials = sv.pareto
     if not trials:
         return "Pareto set: empty (no feasible finished trial yet)"
-    shared = repeats(study)
+    shared = repeats(sv)
     rows = []
     for t in trials[:limit]:
         again = shared.get(t.number)

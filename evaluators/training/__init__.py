@@ -34,7 +34,8 @@ from evaluators.training.datasets import (
 
 if TYPE_CHECKING:
     from evaluators.training.loop import evaluate_accuracy, train
-    from evaluators.training.model import build_model, extract_layers
+    from evaluators.training.model import build_model
+    from evaluators.training.workload import extract_layers
 
 __all__ = [
     "DatasetFileError",
@@ -53,7 +54,7 @@ __all__ = [
 
 _LAZY = {
     "build_model": "evaluators.training.model",
-    "extract_layers": "evaluators.training.model",
+    "extract_layers": "evaluators.training.workload",  # no torch
     "train": "evaluators.training.loop",
     "evaluate_accuracy": "evaluators.training.loop",
 }

@@ -24,17 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from evaluators.training.workload import FLOAT_BITS, validate_bits
+
 __all__ = ["PACT", "SignedQuant", "pact_quantize", "quantize_weight", "validate_bits"]
 
-FLOAT_BITS = 32
-
-
-def validate_bits(bits: int, what: str) -> str | None:
-    """A problem message when ``bits`` is not 1..16 or 32, else ``None``."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or not (
-            1 <= bits <= 16 or bits == FLOAT_BITS):
-        return f"{what} must be an int in 1..16 or 32 (float), got {bits!r}"
-    return None
 
 
 def _weight_grid(w: torch.Tensor, bits: int) -> torch.Tensor:

@@ -4,27 +4,35 @@ Storage is chosen by URL, one code path (``optuna.storages``):
 
 - ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the default,
   ``sqlite:///runs/<name>.db``),
-- ``postgresql://user:pass@host:port/db`` (several drivers sharing one study; needs a
-  PostgreSQL driver such as ``psycopg2-binary``),
+- ``postgresql://user@host:port/db`` (several drivers sharing one study; the password
+  from ``PGPASSWORD`` / ``~/.pgpass`` or in the URL). It needs a PostgreSQL driver: psycopg 3
+  (``pip install "codesign[postgres]"``) or, where only that is installed, psycopg2;
+  ``postgresql+psycopg://`` / ``postgresql+psycopg2://`` name one. A server that does not
+  answer is an error after 5 s (``connect_timeout``); an ``@`` in the user name or password
+  must be written ``%40``,
 - ``journal:path/to/file.log`` (Optuna's journal file, for shared file systems).
 
-The driver process is the only writer: workers never see the storage. The study keeps the
-resolved experiment, its fingerprint, package versions and the git revision as user
-attributes, so ``resume``, ``inspect`` and ``export`` never need the original YAML.
+Driver processes are the only writers (several may share a PostgreSQL or journal study:
+docs/cluster.md); workers never see the storage. The study keeps the resolved experiment,
+its fingerprint, package versions and the git revision as user attributes, so ``resume``,
+``inspect`` and ``export`` never need the original YAML.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import importlib
 import importlib.metadata
 import os
 import shlex
 import subprocess
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from codesign.config import SCHEMA_VERSION, ExperimentConfig, from_mapping
 from codesign.errors import StorageError, StudyConflict
@@ -84,6 +92,14 @@ def open_storage(
                       "mysql", "mysql+pymysql"):
         raise StorageError(f"{shown}: unsupported storage URL; use sqlite:///FILE.db, "
                            "postgresql://USER@HOST/DB or journal:FILE.log")
+    if "@" in url.partition("://")[2].rpartition("@")[0]:
+        # SQLAlchemy ends the password at its first @ and takes the rest for the host name,
+        # which the driver's error message would then show
+        raise StorageError(f"{shown}: the user name or password holds an unescaped '@': "
+                           "write it as %40, or leave the password out of the URL and put it "
+                           "in PGPASSWORD or ~/.pgpass")
+    if scheme == "postgresql":
+        url = _postgresql_driver(url)
     engine_kwargs: dict[str, Any] = {}
     sqlite = _sqlite_path(url)
     if sqlite is not None:
@@ -97,16 +113,83 @@ def open_storage(
         if scheme.startswith("postgresql"):
             engine_kwargs = {"connect_args": {"connect_timeout": 5}}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                          skip_compatibility_check=False)
-    except ModuleNotFoundError as e:
-        raise StorageError(f"{shown}: the database driver is not installed ({e.name}); for "
-                           "PostgreSQL run `pip install psycopg2-binary`") from None
+        # RDBStorage fills ``{SCHEMA_VERSION}`` into the URL with str.format: braces (in a
+        # password, say) are doubled so that they reach the database as they were written
+        return _rdb_storage(url.replace("{", "{{").replace("}", "}}"), engine_kwargs)
+    except ImportError as e:  # Optuna re-raises the driver's ImportError as a plain one
+        missing = _missing_module(e)
+        hint = _DRIVER_HINTS.get(scheme, "install the database driver")
+        raise StorageError(f"{shown}: the database driver is not installed"
+                           f"{f' ({missing})' if missing else ''}; {hint}") from None
     except Exception as e:  # sqlalchemy raises many types; all mean "cannot open"
         if sqlite is not None and created and sqlite.exists():
             sqlite.unlink()  # leave nothing half-made behind
-        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        lines = str(getattr(e, "orig", None) or e).strip().splitlines()
+        reason = " ".join(lines[0].split()) if lines else type(e).__name__
         raise StorageError(f"{shown}: cannot open the storage ({reason})") from None
+
+
+def _rdb_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
+    """``RDBStorage(url)``. Two drivers started at once on an empty database both create
+    Optuna's tables; the one that loses that race ("already exists", a unique violation on
+    the catalog) opens the storage again, finding them made."""
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                              skip_compatibility_check=False)
+        except Exception as e:  # sqlalchemy's ProgrammingError / IntegrityError
+            text = str(getattr(e, "orig", None) or e)
+            if attempt == 2 or not ("already exists" in text or "duplicate key" in text):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+_POSTGRES_HINT = 'run `pip install "codesign[postgres]"` (psycopg 3)'
+_DRIVER_HINTS = {
+    "postgresql": _POSTGRES_HINT,
+    "postgresql+psycopg": _POSTGRES_HINT,
+    "postgresql+psycopg2": "run `pip install psycopg2-binary`, or use postgresql:// with "
+                           '`pip install "codesign[postgres]"`',
+    "mysql": "run `pip install mysqlclient`, or use mysql+pymysql:// with `pip install pymysql`",
+    "mysql+pymysql": "run `pip install pymysql`",
+}
+
+
+def _postgresql_driver(url: str) -> str:
+    """``postgresql://`` with the PostgreSQL driver that is installed: psycopg 3 (SQLAlchemy
+    2.1's default), else psycopg2 (the default of older SQLAlchemy). The URL names it
+    (``postgresql+psycopg://``), so that any SQLAlchemy version uses that one.
+
+    Raises:
+        StorageError: neither can be imported.
+    """
+    _, sep, rest = url.partition("://")
+    if not sep:
+        return url  # not a URL SQLAlchemy reads; it says so
+    broken = ""
+    for module, scheme in (("psycopg", "postgresql+psycopg"),
+                           ("psycopg2", "postgresql+psycopg2")):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:  # missing, or installed without what it needs (libpq)
+            if not (isinstance(e, ModuleNotFoundError) and e.name == module):
+                why = " ".join(str(e).split())
+                broken = broken or f"; {module} is installed but does not import ({why})"
+            continue
+        return f"{scheme}://{rest}"
+    raise StorageError(f"{display_url(url)}: no PostgreSQL driver is installed (psycopg or "
+                       f"psycopg2){broken}; {_POSTGRES_HINT}")
+
+
+def _missing_module(e: BaseException) -> str | None:
+    """The name of the module whose import failed, following ``raise ... from``."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, ModuleNotFoundError) and seen.name:
+            return seen.name
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _check_parent(url: str, path: Path, create: bool) -> None:
@@ -157,7 +240,8 @@ def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
 def create_or_load(
     cfg: ExperimentConfig, storage: optuna.storages.BaseStorage, url: str, *, sampler: Any
 ) -> tuple[optuna.Study, bool]:
-    """Create the study of ``cfg``, or load it if it exists with the same experiment.
+    """Create the study of ``cfg``, or load it if it exists with the same experiment. Of
+    drivers that start together on a shared storage, one creates it and the others load it.
 
     Returns:
         ``(study, created)``.
@@ -167,6 +251,9 @@ def create_or_load(
     """
     name = cfg.study.name
     if study_exists(storage, name):
+        if ATTR_FINGERPRINT not in storage.get_study_user_attrs(
+                storage.get_study_id_from_name(name)):
+            _wait_for_user_attr(storage, name, ATTR_ARTIFACTS)  # another driver is making it
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
         stored = study.user_attrs.get(ATTR_FINGERPRINT)
         if stored != cfg.fingerprint():
@@ -195,8 +282,14 @@ def create_or_load(
                 f"study.artifacts_dir {wanted} differs: leave study.artifacts_dir out, or set "
                 "it to that folder")
         return study, False
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
-                                directions=cfg.directions)
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                    directions=cfg.directions)
+    except optuna.exceptions.DuplicatedStudyError:
+        # another driver (several share a database server) made it since the check above:
+        # join it as a later driver does, once that one has stored its experiment
+        _wait_for_user_attr(storage, name, ATTR_ARTIFACTS)
+        return create_or_load(cfg, storage, url, sampler=sampler)
     study.set_metric_names(list(cfg.objectives))
     study.set_user_attr(ATTR_EXPERIMENT, cfg.resolved)
     study.set_user_attr(ATTR_FINGERPRINT, cfg.fingerprint())
@@ -205,6 +298,18 @@ def create_or_load(
     study.set_user_attr(ATTR_ARTIFACTS, str(cfg.study.artifacts_dir
                                             or default_artifacts_dir(name, url)))
     return study, True
+
+
+def _wait_for_user_attr(storage: optuna.storages.BaseStorage, name: str, key: str,
+                        timeout: float = 30.0) -> None:
+    """Wait (at most ``timeout`` seconds) until study ``name`` has the user attribute ``key``:
+    a study another driver is creating gets its attributes right after it (``key``: the last
+    one :func:`create_or_load` writes). Without it by then, the caller reports the study as
+    it is."""
+    study_id = storage.get_study_id_from_name(name)
+    deadline = time.monotonic() + timeout
+    while key not in storage.get_study_user_attrs(study_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 _MISSING = object()
@@ -255,9 +360,11 @@ def load_existing(
     return study, cfg
 
 
-def counts_by_state(study: optuna.Study) -> dict[str, int]:
+def counts_by_state(study: optuna.Study,
+                    trials: Iterable[FrozenTrial] | None = None) -> dict[str, int]:
+    """Trials by state (``trials``: the study's, already read)."""
     counts = {s.name.lower(): 0 for s in TrialState}
-    for t in study.get_trials(deepcopy=False):
+    for t in study.get_trials(deepcopy=False) if trials is None else trials:
         counts[t.state.name.lower()] += 1
     return counts
 

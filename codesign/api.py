@@ -43,21 +43,24 @@ def session(cfg: ExperimentConfig, study: optuna.Study, url: str, *, n_trials: i
             workers: int | None = None, ray_address: str | None = None,
             progress: bool = True, resume_flags: Sequence[str] = (),
             max_trainings: int | None = None) -> RunSummary:
-    """One driver session on an open study: the sampler seeded from the study's seed and
-    trial count, the driver run to ``n_trials`` (distinct designs; networks for nested and
-    decoupled) or ``max_trainings``, and the dashboard's Pareto notes refreshed.
+    """One driver session on an open study: the sampler seeded from the study's seed, trial
+    count and driver slot (a second driver on the study gets its own stream), the driver
+    run to ``n_trials`` (the study's distinct designs; networks for nested and decoupled)
+    or ``max_trainings``, and the dashboard's Pareto notes refreshed.
 
     Raises:
         Interrupted, RunAborted, CodesignError: as ``codesign.runner.run_study``.
     """
     from codesign.dashboard import mark_pareto
-    from codesign.runner import RunOptions, run_study
+    from codesign.optuna_adapter import release
+    from codesign.runner import RunOptions, driver_slot, run_study
     from codesign.samplers import make, session_seed
     from codesign.study import artifacts_dir
 
     n_existing = len(study.get_trials(deepcopy=False))
+    slot = driver_slot(study)  # several drivers on one study: one sampler stream each
     study.sampler = make(cfg.sampler, seed=session_seed(cfg.study.seed, n_existing,
-                                                        cfg.sampler.name))
+                                                        cfg.sampler.name, slot))
     opts = RunOptions(
         n_trials=n_trials,
         workers=cfg.execution.workers if workers is None else workers,
@@ -71,6 +74,7 @@ def session(cfg: ExperimentConfig, study: optuna.Study, url: str, *, n_trials: i
     try:
         return run_study(study, cfg, opts)
     finally:
+        release(study, [f"driver:{slot}"])
         try:  # what optuna-dashboard shows as the feasible front; never hides the run's end
             mark_pareto(study, cfg)
         except Exception as e:  # noqa: BLE001
@@ -92,7 +96,7 @@ def open_study(cfg: ExperimentConfig, url: str | None = None) -> tuple[optuna.St
 
     url = url or cfg.study.storage
     make(cfg.sampler, seed=cfg.study.seed)  # its options are checked before any file is made
-    precheck(cfg, local=not cfg.execution.ray_address)
+    precheck(cfg, local=not cfg.execution.ray_address, ray_address=cfg.execution.ray_address)
     storage = open_storage(url, create_dirs=is_default_location(url))
     study, _ = create_or_load(cfg, storage, url, sampler=None)
     return study, url
@@ -117,7 +121,7 @@ def resume(name: str, *, storage: str | None = None, n_trials: int | None = None
     from codesign.runner import precheck
 
     study, cfg, url = load_study(name, storage)
-    precheck(cfg, local=not cfg.execution.ray_address)
+    precheck(cfg, local=not cfg.execution.ray_address, ray_address=cfg.execution.ray_address)
     summary = session(cfg, study, url, n_trials=n_trials or cfg.study.n_trials,
                       workers=workers, progress=progress, max_trainings=max_trainings)
     return study, summary

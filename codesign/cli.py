@@ -120,7 +120,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     make(cfg.sampler, seed=cfg.study.seed)  # its options are checked before any file is made
     from codesign.runner import precheck
 
-    precheck(cfg, local=not (args.ray_address or cfg.execution.ray_address))
+    precheck(cfg, local=not (args.ray_address or cfg.execution.ray_address),
+             ray_address=args.ray_address)
     storage = open_storage(url, create_dirs=is_default_location(url))
     study, created = create_or_load(cfg, storage, url, sampler=None)
     if not created:
@@ -159,7 +160,8 @@ def _resume_from_file(file_cfg: Any, args: argparse.Namespace) -> int:
 def _continue(cfg: Any, study: Any, url: str, args: argparse.Namespace, target: int) -> int:
     from codesign.runner import precheck
 
-    precheck(cfg, local=not (args.ray_address or cfg.execution.ray_address))
+    precheck(cfg, local=not (args.ray_address or cfg.execution.ray_address),
+             ray_address=args.ray_address)
     return _run(cfg, study, url, args, target)
 
 
@@ -183,10 +185,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             for r in rows:
                 print(f"{r['study']}: {r['trials']} trials, {', '.join(r['directions'])}")
         return 0
-    from codesign.report import pareto_table, summary
+    from codesign.report import StudyView, pareto_table, summary
 
     study, cfg, url = _open_named(args.name, args.storage)
-    doc = summary(study, cfg, url)
+    read = StudyView(study)  # the study read once, for the document and the table
+    doc = summary(read, cfg, url)
     if args.json:
         print(json.dumps(doc, indent=2, default=str))
         return 0
@@ -212,7 +215,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"failures ({len(doc['failures'])}):")
         for reason, trials in _grouped(doc["failures"]):
             print(f"  {len(trials)} x {reason} (trials {_numbers(trials)})")
-    print(pareto_table(study, cfg))
+    print(pareto_table(read, cfg))
     return 0
 
 
@@ -417,14 +420,22 @@ def cmd_params(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
-    return v
+def _int_at_least(low: int) -> Any:
+    """An argparse type: an integer >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {low}, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {v}")
+        return v
+    return parse
+
+
+_positive = _int_at_least(1)
+_workers = _int_at_least(0)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -478,7 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "in total (default: the experiment's study.n_trials)")
         sp.add_argument("--ray-address", help="connect to a running Ray cluster (e.g. "
                         "auto or HOST:6379); default: start a local instance")
-        sp.add_argument("--workers", type=_positive, help="evaluations in flight at once")
+        sp.add_argument("--workers", type=_workers,
+                        help="evaluations in flight at once, trials waiting for a training "
+                        "included (0: one at a time in this process, without Ray)")
         sp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sp = add("run", cmd_run, "create a study from an experiment YAML and run it; prints the "

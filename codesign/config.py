@@ -103,6 +103,12 @@ class ExecutionConfig:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_retries: int = 1
+    # custom Ray resources each trial needs (e.g. {"accelerator_type:H100": 0.001})
+    resources_per_trial: dict[str, float] = field(default_factory=dict)
+    trial_timeout_s: float | None = None  # an evaluation running longer is cancelled, failed
+    # a design whose evaluation was left unfinished this many times (its worker or the
+    # driver died) is not re-queued again
+    max_crashes: int = 3
 
 
 STRATEGIES = ("flat", "nested", "decoupled")
@@ -323,6 +329,25 @@ def load(path: str | os.PathLike[str], *, check_data: bool = True) -> Experiment
                         base_dir=os.path.dirname(os.path.abspath(src)))
 
 
+def _resources(section: Any, key: str, problems: list[tuple[str, str]]) -> dict[str, float]:
+    """``execution.resources_per_trial``: resource name -> a positive amount."""
+    section.read.add(key)
+    raw, where = section.raw.get(key) or {}, f"{section.path}.{key}"
+    if not isinstance(raw, dict):
+        problems.append((where, f"expected a mapping of resource name to amount, got {raw!r}"))
+        return {}
+    out: dict[str, float] = {}
+    for name, amount in raw.items():
+        if not isinstance(name, str) or name in ("CPU", "GPU", "memory"):
+            problems.append((f"{where}.{name}", "give CPU and GPU as cpus_per_trial / "
+                             "gpus_per_trial; other names are custom Ray resources"))
+        elif isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
+            problems.append((f"{where}.{name}", f"expected a positive number, got {amount!r}"))
+        else:
+            out[name] = float(amount)
+    return out
+
+
 def _input_path(path: str, base_dir: str | None) -> str:
     """An input file named in an experiment, absolute (relative ones from ``base_dir``)."""
     path = os.path.expanduser(path)
@@ -477,10 +502,13 @@ def from_mapping(
     e = _Section(raw.get("execution"), "execution", problems)
     execution = ExecutionConfig(
         ray_address=e.get("ray_address", _STR, None, None, nullable=True),
-        workers=e.get("workers", _INT, 2, _pos),
+        workers=e.get("workers", _INT, 2, _nonneg),  # 0: in this process, one at a time
         cpus_per_trial=e.get("cpus_per_trial", _FLOAT, 1.0, _pos),
         gpus_per_trial=e.get("gpus_per_trial", _FLOAT, 0.0, _nonneg),
         max_retries=e.get("max_retries", _INT, 1, _nonneg),
+        resources_per_trial=_resources(e, "resources_per_trial", problems),
+        trial_timeout_s=e.get("trial_timeout_s", _FLOAT, None, _pos, nullable=True),
+        max_crashes=e.get("max_crashes", _INT, 3, _pos),
     )
     e.finish()
 

@@ -1,9 +1,29 @@
-"""The driver loop: ask -> DesignPoint -> Ray task -> EvalResult -> tell.
+"""The driver session: ask -> DesignPoint -> executor -> EvalResult -> tell.
 
-The driver is the study's only writer. It keeps at most ``workers`` evaluations in flight as
-Ray tasks, tells each result as it arrives, retries an evaluation that crashed (not one that
-failed for a deterministic reason such as a diverging loss) up to ``max_retries`` times, and
-stops cleanly on Ctrl-C / SIGTERM: finished trials stay, in-flight ones are told FAIL.
+The driver is the study's writer for its own trials. The scheduler
+(:mod:`codesign.driver.scheduler`, pure) decides what starts, waits, repeats, is retried
+or fails; the executor (:mod:`codesign.driver.executor`: Ray tasks, or this process with
+``workers: 0``) runs evaluations; this module joins them to the study. At most ``workers``
+trials are in flight, those waiting for a training or for another driver included. An
+evaluation that crashed (its worker or node died, not a deterministic failure such as a
+diverging loss) is retried up to ``max_retries`` times; one that runs past
+``execution.trial_timeout_s`` is cancelled and failed for good; Ctrl-C / SIGTERM stops
+cleanly: finished trials stay, in-flight ones are told FAIL.
+
+**One write per step.** A trial's attributes and claims are written in one transaction when
+it starts, and its result (attributes, constraints, values, state, claims released) in one
+when it ends (``optuna_adapter.write_trial``): a driver killed at any moment leaves each
+trial RUNNING or finished, never half-told; ``resume`` fails and re-queues what a dead
+driver left RUNNING, except a design left unfinished ``execution.max_crashes`` times.
+
+**Several drivers, one study** (a PostgreSQL server, or a journal or SQLite file several
+processes reach). The study holds *claims* (``optuna_adapter.claim``: a compare-and-swap
+on the storage): one of the study's ``n_trials`` *seats* per new design, its design, its
+network's training. A driver never evaluates a design or trains a network another one
+holds: it waits for that outcome and reuses it (a repeat, a cache hit). Claims of a dead
+driver, or of a trial no longer running, are taken over. ``n_trials`` is the study's
+target: every driver stops when the study has it. Each driver's sampler has its own
+stream (``driver_slot``).
 
 **Repeats.** A sampler may propose a design the study has already evaluated (NSGA-II's
 crossover on a discrete space does, and so does any sampler resumed with the seed it had).
@@ -22,7 +42,8 @@ layer's non-zero input fraction measured in training, which the hardware was pri
 ``train_seconds``, ``hw_seconds``, ``weights`` (path of the trained weights), ``warm_from``
 and ``warm_tensors`` (warm start: the source's training key or ``checkpoint``, tensors
 loaded), ``driver``, ``attempts``, ``fail_reason``, ``requeued_from``, ``repeat_of``,
-``pair_of`` (a pair a nested or decoupled strategy recorded for the network of that trial).
+``pair_of`` (a pair a nested or decoupled strategy recorded for the network of that trial),
+``node`` (the Ray node that evaluated it).
 
 **Strategies** (``strategy:``, :mod:`codesign.strategies`). ``flat``: the sampler proposes
 whole designs. ``nested``: it proposes the network half; the driver prices the network on
@@ -46,6 +67,7 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -56,14 +78,22 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from codesign.config import ExperimentConfig
+from codesign.driver.executor import EvalRequest, InProcessExecutor, Outcome, RayExecutor
+from codesign.driver.scheduler import Action, Scheduler
 from codesign.errors import CodesignError, Interrupted, RunAborted
 from codesign.files import own_weights, write_atomic
 from codesign.optuna_adapter import (
+    LEGACY_CONSTRAINTS_KEY,
     add_complete,
+    ask_as,
+    claim,
+    claim_many,
+    claims,
     fail_stale,
     new_trial,
-    set_constraints,
+    release,
     set_params,
+    write_trial,
 )
 from codesign.report import by_design, constraints_of, minimized, non_dominated
 from codesign.report import fidelity as _fidelity
@@ -108,6 +138,9 @@ class RunOptions:
     progress: bool = True
     resume_flags: tuple[str, ...] = ()  # what `resume NAME` needs to run as this session did
     max_trainings: int | None = None  # stop once the study has run this many trainings
+    # where evaluations run (``codesign.driver.executor``); None: Ray (``workers`` >= 1) or
+    # this process (``workers`` 0). Given by tests and benchmarks.
+    executor: Any = None
 
 
 @dataclass(frozen=True)
@@ -154,21 +187,34 @@ class _Pending:
     task: TaskSpec | None = None  # the rung's training budget (None: the session's task)
     init: bytes | None = None  # a promotion: the weights of its previous rung
     parent: int | None = None  # a promotion: the trial it continues
+    claims: list[str] = field(default_factory=list)  # study claims it holds (released told)
+    seatless: bool = False  # waits for a seat of the study's target (``claim_design``)
+    node: str | None = None  # the Ray node that evaluated it
+    unwritten: dict[str, Any] = field(default_factory=dict)  # attributes not yet stored
 
 
 def _driver_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _alive(driver: str | None) -> bool:
-    """Whether the driver that started a RUNNING trial is still alive (this host only)."""
+# The driver sessions running in this process (``_Session.session``): a trial of this
+# process's pid is alive while its session is (library users may run several at once).
+_LIVE_SESSIONS: set[str] = set()
+
+
+def _alive(driver: str | None, session: str | None = None) -> bool:
+    """Whether the driver that started a RUNNING trial is still alive (this host only);
+    ``session``: the trial's session, which tells the live sessions of this process from
+    those of an earlier run in it."""
     if not driver or ":" not in driver:
         return False
     host, pid = driver.rsplit(":", 1)
     if host != socket.gethostname():
         return True  # another host's driver (a shared PostgreSQL study): never touch its trials
-    if not pid.isdigit() or int(pid) == os.getpid():
+    if not pid.isdigit():
         return False
+    if int(pid) == os.getpid():
+        return session in _LIVE_SESSIONS
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -178,23 +224,90 @@ def _alive(driver: str | None) -> bool:
     return True
 
 
-def requeue_stale(study: optuna.Study) -> int:
-    """Fail trials left RUNNING by a dead driver and enqueue their designs again.
+# a RUNNING trial with no driver on record yet is being set up by a driver (asked, its
+# attributes written with its claims a moment later) for at most this long
+_SETUP_S = 30.0
+
+
+def _being_started(t: FrozenTrial) -> bool:
+    """Whether ``t`` was just asked by a driver that has not written its name yet."""
+    if A + "driver" in t.user_attrs or t.datetime_start is None:
+        return False
+    import datetime as _dt
+
+    return (_dt.datetime.now() - t.datetime_start).total_seconds() < _SETUP_S
+
+
+def driver_slot(study: optuna.Study) -> int:
+    """Claim the lowest driver slot of ``study`` that no live driver holds (0 for a study
+    with one driver): what tells several drivers' sampler streams apart. Released by
+    ``optuna_adapter.release(study, [f"driver:{slot}"])``."""
+    me = {"driver": _driver_id(), "session": uuid.uuid4().hex}
+    for slot in range(1024):  # a slot of another session of this process is not stale
+        if claim(study, f"driver:{slot}", me,
+                 lambda h: h.get("driver") != me["driver"] and not _alive(h.get("driver"))
+                 ) is None:
+            return slot
+    return 1024
+
+
+def requeue_stale(study: optuna.Study, max_crashes: int = 3) -> int:
+    """Fail trials left RUNNING by a dead driver and enqueue their designs again, unless
+    the design's evaluation was already left unfinished ``max_crashes`` times (its worker
+    or its driver died each time: it is then failed for good).
 
     Returns:
         The number of trials re-queued.
     """
     n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if _alive(t.user_attrs.get(A + "driver")):
-            continue
-        reason = ("left RUNNING by a driver that stopped; its design was re-queued" if t.params
-                  else "left RUNNING by a driver that stopped before its design was sampled")
-        fail_stale(study, t, A + "fail_reason", reason)
-        if t.params and A + "promoted_from" not in t.user_attrs:  # a promotion: promoted anew
-            study.enqueue_trial(t.params, user_attrs={A + "requeued_from": t.number})
-            n += 1
+    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+             if not _alive(t.user_attrs.get(A + "driver"), t.user_attrs.get(A + "session"))
+             and not _being_started(t)]
+    if not stale:
+        _release_orphan_claims(study)
+        return 0
+    crashes: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if _UNFINISHED in str(t.user_attrs.get(A + "fail_reason", "")):
+            key = t.user_attrs.get(A + "design_key")
+            if key:
+                crashes[key] = crashes.get(key, 0) + 1
+    for t in stale:
+        key = t.user_attrs.get(A + "design_key")
+        seen = crashes.get(key, 0) + 1 if key else 1
+        if key:
+            crashes[key] = seen
+        if not t.params:
+            fail_stale(study, t, A + "fail_reason", f"{_UNFINISHED} before its design was "
+                       "sampled")
+        elif seen >= max_crashes:
+            fail_stale(study, t, A + "fail_reason",
+                       f"{_UNFINISHED} {seen} times (execution.max_crashes={max_crashes}); "
+                       "not re-queued again")
+        else:
+            fail_stale(study, t, A + "fail_reason", f"{_UNFINISHED}; its design was "
+                       "re-queued")
+            if A + "promoted_from" not in t.user_attrs:  # a promotion: promoted anew
+                study.enqueue_trial(t.params, user_attrs={A + "requeued_from": t.number})
+                n += 1
+    _release_orphan_claims(study)
     return n
+
+
+def _release_orphan_claims(study: optuna.Study) -> None:
+    """Give up the claims (seats, designs, networks) still held for trials that are no
+    longer running: a driver killed while it evaluated them could not."""
+    held = {name: h for name, h in claims(study).items()
+            if not h.get("final") and isinstance(h.get("trial"), int) and h["trial"] >= 0}
+    if not held:
+        return
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    orphans = [name for name, h in held.items() if h["trial"] not in running]
+    if orphans:
+        release(study, orphans)
+
+
+_UNFINISHED = "left RUNNING by a driver that stopped"
 
 
 class TrainingCache:
@@ -333,49 +446,24 @@ def _graceful_stop() -> Iterator[_StopFlag]:
             signal.signal(sig, handler)
 
 
-_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+def connect_ray(cfg: ExperimentConfig, address: str | None) -> None:
+    """Start a private local Ray instance (``address`` None) or join the cluster at
+    ``address`` (``codesign.driver.ray_connect.connect``), checking that some node can run
+    one trial of ``cfg``; nothing when Ray is already initialised in this process.
 
-
-def init_ray(address: str | None) -> None:
-    """Start a local Ray instance, or connect to the cluster at ``address``."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if not address:
-        # Ray 2.60 turns token authentication on for a new local instance (kept) and warns
-        # that it did on every start: that warning alone is silenced
-        logging.getLogger(_RAY_AUTH_LOGGER).setLevel(logging.ERROR)
+    Raises:
+        CodesignError: one line saying what failed (unreachable, authentication, versions,
+            a trial no node can run).
+    """
     import ray
+
+    from codesign.driver.ray_connect import connect, trial_request
 
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
-                                  logging_level=logging.WARNING)
-    try:
-        if address:
-            import evaluators
-
-            # Ship the evaluators package (workers import nothing else of ours); the nodes
-            # need torch, numpy and scikit-learn installed.
-            ray.init(address=address, runtime_env={"py_modules": [evaluators]}, **kwargs)
-        else:
-            ray.init(**kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise CodesignError(f"ray: cannot connect to {address or 'a local instance'} "
-                            f"({str(e).splitlines()[0]})") from None
-
-
-def _check_resources(cfg: ExperimentConfig, *, local: bool) -> None:
-    """Refuse a per-trial request no node can ever meet (Ray would queue it forever)."""
-    import ray
-
-    have = ray.cluster_resources()
-    need = {"CPU": cfg.execution.cpus_per_trial, "GPU": cfg.execution.gpus_per_trial}
-    short = [f"{k.lower()}s_per_trial={v:g} but the {'machine' if local else 'cluster'} has "
-             f"{have.get(k, 0):g}" for k, v in need.items() if v > have.get(k, 0)]
-    if short:
-        msg = "execution: " + "; ".join(short) + " (no trial could ever be scheduled)"
-        if local:
-            raise CodesignError(msg)
-        log.warning("%s; waiting for the cluster to grow", msg)
+    ex = cfg.execution
+    connect(address, request=trial_request(ex.cpus_per_trial, ex.gpus_per_trial,
+                                           ex.resources_per_trial))
 
 
 def _within_budgets(design: DesignPoint, cfg: ExperimentConfig) -> bool:
@@ -389,22 +477,32 @@ def _within_budgets(design: DesignPoint, cfg: ExperimentConfig) -> bool:
         return True
 
 
-def precheck(cfg: ExperimentConfig, *, local: bool) -> None:
+def precheck(cfg: ExperimentConfig, *, local: bool, ray_address: str | None = None) -> None:
     """Before anything is created or started: can the dataset be read (every file, its
     header against its size, with a size limit), is the warm-start checkpoint (if any) a
-    readable state dict, and (``local``) can this machine ever run one trial of ``cfg``?
+    readable state dict, and can one trial of ``cfg`` ever run: (``local``) on this
+    machine, else on the cluster at ``ray_address`` (joined here, so that a cluster that
+    cannot be reached leaves nothing behind; the session then uses that connection).
 
     Raises:
         DatasetFileError, DatasetError: the dataset cannot be read (exit code 2).
-        CodesignError: the checkpoint or the resources.
+        CodesignError: the checkpoint, the connection or the resources.
     """
     from evaluators.training import check_dataset_readable
 
     check_dataset_readable(cfg.task)
     if cfg.task.warm_start == "checkpoint":
         _read_checkpoint(cfg.task.warm_start_checkpoint or "")
+    address = ray_address or cfg.execution.ray_address
     if not local:
+        if address:
+            connect_ray(cfg, address)
         return
+    if cfg.execution.resources_per_trial:
+        names = ", ".join(sorted(cfg.execution.resources_per_trial))
+        raise CodesignError(f"execution.resources_per_trial: a local run's node has no "
+                            f"custom resources ({names}); run on a cluster whose nodes "
+                            "declare them (`ray start --resources ...`) with --ray-address")
     cpus = os.cpu_count() or 1
     if cfg.execution.cpus_per_trial > cpus:
         raise CodesignError(f"execution: cpus_per_trial={cfg.execution.cpus_per_trial:g} but "
@@ -424,7 +522,8 @@ class _DatasetUnreadable(Exception):
 
 
 def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> RunSummary:
-    """Run the driver loop until the study has ``opts.n_trials`` distinct finished designs.
+    """Run the driver loop until the study has ``opts.n_trials`` distinct finished designs
+    (the study's, whichever driver finished them).
 
     Raises:
         Interrupted: on Ctrl-C / SIGTERM (after marking in-flight trials failed).
@@ -432,7 +531,7 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
         CodesignError: a worker cannot read the dataset (in-flight trials marked failed).
     """
     t_start = time.perf_counter()
-    requeued = requeue_stale(study)
+    requeued = requeue_stale(study, cfg.execution.max_crashes)
     session = _Session(study, cfg, opts)
     if (session.complete >= opts.n_trials and session.promotion(last_round=True) is None
             or session.trainings_spent()):
@@ -440,34 +539,37 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
             session.stage_two()
         return replace(session.summary(requeued, 0.0), nothing_to_do=True)
     study.set_user_attr(ATTR_TARGET, opts.n_trials)  # the target of the latest session run
-    session.connect()
+    _LIVE_SESSIONS.add(session.session)
     try:
+        session.connect()
         session.loop()
         if cfg.strategy.name == "decoupled":
             session.stage_two()
     finally:
         session.close()
+        _LIVE_SESSIONS.discard(session.session)
     return session.summary(requeued, time.perf_counter() - t_start)
+
+
+# how often (seconds) a session reads what other drivers of its study have finished
+REFRESH_S = 1.0
 
 
 @dataclass
 class _Session:
     """One driver session's state; :func:`run_study` is its lifecycle (build, ``connect``,
-    ``loop``, ``close``). Methods named after what the loop does: ``fill`` asks trials up to
-    the limits, ``start`` dispatches or defers one, ``finish`` tells a returned result,
-    ``release`` starts what waited for it."""
+    ``loop``, ``close``). The :class:`~codesign.driver.scheduler.Scheduler` decides what
+    starts, waits, repeats or fails; the executor runs evaluations; this class does the
+    study's reads and writes (one write per trial step: ``optuna_adapter.write_trial``) and
+    the claims that keep two drivers of one study off the same design and network.
+    Methods named after what the loop does: ``fill`` asks trials up to the limits,
+    ``carry_out`` performs the scheduler's actions, ``finish`` tells a returned result,
+    ``refresh`` reads other drivers' results."""
 
     study: optuna.Study
     cfg: ExperimentConfig
     opts: RunOptions
-    pending: dict[Any, _Pending] = field(default_factory=dict)  # Ray ref -> evaluation
-    # A trial whose network is being trained right now by another trial waits for that
-    # training instead of training the same network twice.
-    training_now: set[str] = field(default_factory=set)
-    deferred: dict[str, list[_Pending]] = field(default_factory=dict)  # training key -> ...
-    diverged: dict[str, str] = field(default_factory=dict)  # training key -> where and why
-    # design key -> the repeats waiting for the evaluation of that design now running
-    evaluating: dict[str, list[_Pending]] = field(default_factory=dict)
+    handles: dict[int, _Pending] = field(default_factory=dict)  # executor handle -> job
     failed: int = 0
     unmappable: int = 0
     trained: int = 0
@@ -480,8 +582,14 @@ class _Session:
     pairs: int = 0
     marks_reached: int = 0  # decoupled: quarters of the budget stage 2 has run at
     networks: set[str] = field(default_factory=set)  # nested/decoupled: trained-for keys
+    bar: Any = None
+    executor: Any = None
 
     def __post_init__(self) -> None:
+        self.driver = _driver_id()
+        self.session = uuid.uuid4().hex  # several sessions may share one process (the API)
+        self.live: set[int] = set()  # this session's trials not yet told
+        self.stale_holders: set[tuple[Any, Any]] = set()  # (session, trial) found stale
         ended = self.study.get_trials(deepcopy=False,
                                       states=(TrialState.COMPLETE, TrialState.PRUNED))
         done = [t for t in ended if t.state == TrialState.COMPLETE]
@@ -503,9 +611,6 @@ class _Session:
         # decoupled stage 1 looks at no budget: over-budget networks are promoted too
         self.budgets_blind = self.cfg.strategy.name == "decoupled"
         self.rung_done: dict[int, list[FrozenTrial]] = {}  # rung < top -> promotable trials
-        for t in done:
-            if _fidelity(t) < 1.0 and _promotable(t, self.budgets_blind):
-                self.rung_done.setdefault(int(t.user_attrs.get(A + "rung", 0)), []).append(t)
         self.rank_cache: dict[int, tuple[int, list[FrozenTrial]]] = {}
         self.promoted: set[int] = set()
         if self.top > 0:  # a promotion that failed (not for good) is made again
@@ -518,43 +623,197 @@ class _Session:
         # or (this session) failed for a reason that another evaluation would not change;
         # a finished trial wins over an unmappable one (an older mapper's verdict)
         groups = by_design(ended)
-        self.known: dict[str, FrozenTrial] = {
-            key: min(g, key=lambda t: (t.state != TrialState.COMPLETE, t.number))
-            for key, g in groups.items() if not key.startswith("#")}
-        self.complete = sum(any(t.state == TrialState.COMPLETE for t in g)
-                            for g in groups.values())
-        if self.top > 0:  # successive halving: the designs started (rung 0)
-            self.complete = len({t.user_attrs.get(A + "design_key") for t in done
-                                 if not t.user_attrs.get(A + "rung")})
-        if self.solver is not None:  # distinct networks, not designs
-            self.networks = {t.user_attrs.get(A + "training_key", "") for t in done
-                             if A + "pair_of" not in t.user_attrs
-                             and not t.user_attrs.get(A + "rung")}
-            self.complete = len(self.networks)
+        known = {key: min(g, key=lambda t: (t.state != TrialState.COMPLETE, t.number))
+                 for key, g in groups.items() if not key.startswith("#")}
+        self.sched = Scheduler(
+            workers=max(1, self.opts.workers), max_retries=self.cfg.execution.max_retries,
+            hit_for=self.cache.get, within_budgets=lambda p: _within_budgets(p.design,
+                                                                              self.cfg),
+            claim_design=self.claim_design, claim_training=self.claim_training,
+            known=known)
+        self.counted: set[str] = set()  # what ``complete`` counts (``_counts_as``)
+        self.seen: set[int] = set()  # trials whose results this session has taken in
+        for t in ended:
+            self.take_in(t, own=False, startup=True)
         self.done_trials = done
+        self.last_refresh = time.perf_counter()
+        self.others: dict[str, dict[str, Any]] = {}  # other drivers' design claims
+        # the study's seats (``claim_design``): n_trials less the designs finished before
+        # seats existed (by an older codesign)
+        final_seats = sum(bool(h.get("final")) for h in claims(self.study, "seat:").values())
+        self.seat_limit = self.opts.n_trials - max(0, self.complete - final_seats)
         self.max_failures = max(10, 2 * (self.opts.max_trainings or self.opts.n_trials))
+
+    @property
+    def complete(self) -> int:
+        return len(self.counted)
+
+    def _counts_as(self, t: FrozenTrial) -> str | None:
+        """What a finished trial adds to the study's count of distinct finished designs
+        (``n_trials``): its design; with successive halving, its design at rung 0; with
+        nested or decoupled, its network (a recorded pair adds nothing)."""
+        if t.state != TrialState.COMPLETE:
+            return None
+        attrs = t.user_attrs
+        if self.solver is not None:
+            if A + "pair_of" in attrs or attrs.get(A + "rung"):
+                return None
+            return attrs.get(A + "training_key") or f"#{t.number}"
+        if self.top > 0 and attrs.get(A + "rung"):
+            return None
+        return attrs.get(A + "design_key") or f"#{t.number}"
+
+    def take_in(self, t: FrozenTrial, *, own: bool, startup: bool = False) -> bool:
+        """Account for a finished trial (this session's ``own``, or found in the study);
+        returns whether it is a new distinct design."""
+        if t.number in self.seen:
+            return False
+        self.seen.add(t.number)
+        attrs = t.user_attrs
+        if t.state == TrialState.COMPLETE:
+            if not startup and not own:
+                self.cache.add(attrs)
+                if getattr(self, "warm", None) is not None:
+                    self.warm.add(attrs)
+            rung = int(attrs.get(A + "rung", 0))
+            if self.solver is not None and A + "pair_of" not in attrs and not rung:
+                self.networks.add(attrs.get(A + "training_key", ""))
+            if rung < self.top and _fidelity(t) < 1.0 and _promotable(t, self.budgets_blind):
+                self.rung_done.setdefault(rung, []).append(t)
+            if not own and not startup and attrs.get(A + "trained"):
+                self.trained_before += _fidelity(t)
+        if not own and not startup:
+            dkey = attrs.get(A + "design_key")
+            if dkey and t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                self.sched.learn(dkey, t)
+        key = self._counts_as(t)
+        if key is None or key in self.counted:
+            return False
+        self.counted.add(key)
+        return True
+
+    # ---------------------------------------------------------------- claims
+
+    def _stale(self, holder: dict[str, Any]) -> bool:
+        """Whether a claim's holder may be replaced: its trial is no longer running or its
+        driver (on this host) is gone."""
+        if holder.get("final"):
+            return False  # the design or network has its outcome (in the trial it names)
+        if holder.get("session") == self.session:
+            return holder.get("trial") not in self.live
+        if not _alive(holder.get("driver"), holder.get("session")):
+            return True
+        number = holder.get("trial")
+        if not isinstance(number, int) or number < 0:
+            return not isinstance(number, int)
+        try:
+            trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(
+                self.study._study_id, number)
+            return self.study._storage.get_trial(trial_id).state != TrialState.RUNNING
+        except KeyError:
+            return True
+
+    def driver_attrs(self) -> dict[str, Any]:
+        """What a trial of this session carries from its creation: who runs it."""
+        return {A + "driver": self.driver, A + "session": self.session}
+
+    def holder(self, p: _Pending) -> dict[str, Any]:
+        return {"trial": p.trial.number, "driver": self.driver, "session": self.session}
+
+    def _stale_cached(self, holder: dict[str, Any]) -> bool:
+        """``_stale``, remembered per (session, trial): a stale holder stays stale."""
+        key = (holder.get("session"), holder.get("trial"))
+        if key in self.stale_holders:
+            return True
+        if self._stale(holder):
+            self.stale_holders.add(key)
+            return True
+        return False
+
+    def _claim(self, p: _Pending, name: str) -> bool:
+        """``p`` holds the claim ``name``: taken with its first write (``admit``), else
+        now (a holder found stale is replaced)."""
+        if name in p.claims:
+            return True
+        got = claim(self.study, name, self.holder(p), self._stale) is None
+        if got:
+            p.claims.append(name)
+        return got
+
+    def settled(self, p: _Pending, *, design: bool, training: bool,
+                seat: bool = False) -> dict[str, Any]:
+        """The claims of ``p`` that stay once it is told, naming its trial as the final
+        outcome: its design's (finished or unmappable), its network's (trained), its seat
+        (finished: it counts towards ``n_trials``); others are released."""
+        final = {"trial": p.trial.number, "final": True}
+        return {c: final for c in p.claims
+                if (design and c.startswith("design:"))
+                or (training and c.startswith("training:"))
+                or (seat and c.startswith("seat:"))}
+
+    def claim_design(self, p: _Pending) -> bool:
+        """Claim ``p``'s design, and, for a new design of the study's count (rung 0), one of
+        the study's ``n_trials`` seats first: two drivers never start more designs than the
+        study's target (a seat is settled when its design finishes, given up when it fails).
+        """
+        countable = p.parent is None
+        if countable and not any(c.startswith("seat:") for c in p.claims) and not (
+                self.take_seat(p)):
+            p.seatless = True
+            return False
+        p.seatless = False
+        if self._claim(p, "design:" + p.dkey):
+            return True
+        release(self.study, p.claims)  # its seat, and its network if it was taken with it
+        p.claims = []
+        return False
+
+    def free_seat(self) -> str | None:
+        """The lowest seat below ``seat_limit`` nobody holds (one read; ``take_seat``
+        looks at stale holders)."""
+        held = claims(self.study, "seat:")
+        return next((f"seat:{i}" for i in range(self.seat_limit)
+                     if f"seat:{i}" not in held), None)
+
+    def take_seat(self, p: _Pending) -> bool:
+        """Claim the lowest free seat below ``seat_limit`` for ``p`` (one read, one write
+        when nothing races)."""
+        held = claims(self.study, "seat:")
+        for i in range(self.seat_limit):
+            h = held.get(f"seat:{i}")
+            if h is None or (not h.get("final") and self._stale(h)):
+                if self._claim(p, f"seat:{i}"):
+                    return True
+        return False
+
+    def claim_training(self, p: _Pending) -> bool:
+        return self._claim(p, "training:" + p.key)
 
     # ---------------------------------------------------------------- lifecycle
 
     def connect(self) -> None:
-        import ray
-
-        from evaluators.evaluate import evaluate
-
         self.warm = WarmStarts(self.done_trials, self.cfg, self.opts.artifacts)
-        init_ray(self.opts.ray_address)
-        _check_resources(self.cfg, local=not self.opts.ray_address)
-        self.remote = ray.remote(evaluate).options(
-            num_cpus=self.cfg.execution.cpus_per_trial,
-            num_gpus=self.cfg.execution.gpus_per_trial, max_retries=0,
-        )
+        ex = self.cfg.execution
+        if self.opts.executor is not None:
+            self.executor = self.opts.executor
+        elif self.opts.workers == 0:  # in this process, one evaluation at a time
+            self.executor = InProcessExecutor(timeout_s=ex.trial_timeout_s)
+        else:
+            from codesign.driver.ray_connect import task_options
+
+            connect_ray(self.cfg, self.opts.ray_address)
+            self.executor = RayExecutor(task_options(ex.cpus_per_trial, ex.gpus_per_trial,
+                                                     ex.resources_per_trial),
+                                        timeout_s=ex.trial_timeout_s)
         self.checkpoint_ref = (None if self.warm.checkpoint is None
-                               else ray.put(self.warm.checkpoint))
+                               else self.executor.share(self.warm.checkpoint))
         self.bar = _progress(self.opts, self.study.study_name, self.complete)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        if self.executor is not None:
+            self.executor.close()
 
     def summary(self, requeued: int, seconds: float) -> RunSummary:
         return RunSummary(complete=self.complete, failed_now=self.failed, requeued=requeued,
@@ -564,26 +823,36 @@ class _Session:
                           exhausted=self.exhausted, pairs_now=self.pairs)
 
     def loop(self) -> None:
-        import ray
-
         try:
             with _graceful_stop() as stop:
                 while True:
                     if stop.set:
                         raise KeyboardInterrupt
+                    self.refresh()
                     self.fill()
-                    if not self.pending:
+                    if self.sched.idle():
                         if self.failed > self.max_failures and self.complete < self.opts.n_trials:
                             raise RunAborted(
                                 f"stopped after {self.failed} failed trials (last: "
                                 f"{self.last_failure}); see {self.hint('inspect')} for the "
                                 "reasons")
+                        if (self.complete < self.opts.n_trials and not self.exhausted
+                                and not self.trainings_spent() and self.others_busy()):
+                            time.sleep(0.2)  # other drivers may still reach the target
+                            self.refresh(force=True)
+                            continue
                         break
-                    done, _ = ray.wait(list(self.pending), num_returns=1, timeout=0.5)
-                    for ref in done:
-                        self.finish(ref)
+                    if not self.handles:  # only waiting for other drivers
+                        if self.complete >= self.opts.n_trials:
+                            self.drop_seatless()
+                            continue
+                        time.sleep(min(REFRESH_S, 0.2))
+                        self.refresh(force=True)
+                        continue
+                    for outcome in self.executor.wait(0.5):
+                        self.finish(outcome)
                     if self.bar is not None:
-                        self.bar.set_postfix(running=len(self.pending), failed=self.failed,
+                        self.bar.set_postfix(running=len(self.handles), failed=self.failed,
                                              cached=self.hits, repeats=self.repeated,
                                              refresh=False)
         except KeyboardInterrupt:
@@ -606,54 +875,92 @@ class _Session:
                 log.warning("could not mark the in-flight trials failed", exc_info=True)
             raise
 
+    def refresh(self, *, force: bool = False) -> None:
+        """Take in what other drivers of the study finished since the last look (at most
+        every ``REFRESH_S``), and let the jobs that waited for them go on."""
+        now = time.perf_counter()
+        if not force and now - self.last_refresh < REFRESH_S:
+            return
+        self.last_refresh = now
+        new = False
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                               TrialState.PRUNED)):
+            if t.number not in self.seen:
+                new = self.take_in(t, own=False) or new
+        if new and self.bar is not None:
+            self.bar.n = self.complete
+            self.bar.refresh()
+        self.others = {name: h for name, h in claims(self.study).items()
+                       if name.startswith("design:") and not h.get("final")
+                       and h.get("session") != self.session and not self._stale_cached(h)}
+        self.carry_out(self.sched.poll())
+
+    def drop_seatless(self) -> None:
+        """The study reached its target while jobs waited for a seat (other drivers filled
+        them): fail those jobs, never run."""
+        waiting, self.sched.foreign_design = self.sched.foreign_design, []
+        for p in waiting:
+            if getattr(p, "seatless", False):
+                self.fail(p, "not run: the study reached its target (n_trials) with other "
+                             "drivers' designs")
+            else:
+                self.sched.foreign_design.append(p)
+
+    def others_in_flight(self) -> int:
+        """Distinct new designs other drivers of the study are evaluating (their claims, as
+        of the last ``refresh``; successive halving: at rung 0)."""
+        if self.top > 0:
+            return sum(name.endswith("@r0") for name in self.others)
+        return len(self.others)
+
+    def others_busy(self) -> bool:
+        """Whether another live driver is still evaluating a design of the study."""
+        self.others = {n: h for n, h in self.others.items() if not self._stale(h)}
+        return bool(self.others)
+
     def hint(self, verb: str, *extra: str) -> str:
         """The command that reaches this study, as a message suggests it."""
         return suggest(verb, self.study.study_name, self.opts.storage_url, *extra)
 
     def abandon(self, reason: str) -> int:
         """Cancel what is in flight and tell every trial not finished FAIL with ``reason``."""
-        import ray
-
-        for ref in self.pending:
-            ray.cancel(ref, force=True)
-        waiting = [q for qs in self.deferred.values() for q in qs]
-        waiting += [q for qs in self.evaluating.values() for q in qs]
-        trials = [*self.pending.values(), *waiting]
+        if self.executor is not None:
+            self.executor.close()
+        trials = [*self.handles.values(), *self.sched.drain()]
         for p in trials:
-            p.trial.set_user_attr(A + "fail_reason", reason)
-            self.study.tell(p.trial, state=TrialState.FAIL)
-        self.pending.clear()
-        self.deferred.clear()
-        self.evaluating.clear()
+            write_trial(self.study, p.trial._trial_id, state=TrialState.FAIL,
+                        user_attrs=self.attrs_of(p, {A + "fail_reason": reason}),
+                        release=p.claims)
+        self.handles.clear()
         return len(trials)
 
     # ---------------------------------------------------------------- asking
 
     def in_flight(self) -> int:
-        """Distinct new designs being evaluated (running, or waiting for their training;
-        successive halving: at rung 0)."""
+        """Distinct new designs being evaluated (running, or waiting for their training or
+        another driver; successive halving: at rung 0)."""
         if self.top > 0:
-            return sum(key.endswith("@r0") for key in self.evaluating)
-        return len(self.evaluating)
+            return self.sched.designs_in_flight(lambda key: key.endswith("@r0"))
+        return self.sched.designs_in_flight()
 
     def fill(self) -> None:
-        """While fewer than ``workers`` evaluations run (and trainings are left): promote
-        what successive halving promotes, else ask new trials while the distinct designs
-        finished and in flight are short of ``n_trials``."""
-        while len(self.pending) < self.opts.workers and not self.trainings_spent():
+        """While ``workers`` leaves room (waiting trials count) and trainings are left:
+        promote what successive halving promotes, else ask new trials while the distinct
+        designs finished and in flight are short of ``n_trials``."""
+        while self.sched.room() > 0 and not self.trainings_spent():
             if self.failed > self.max_failures:
                 return
-            last = self.complete + self.in_flight() >= self.opts.n_trials
-            parent = self.promotion(last_round=last)
+            started = self.complete + self.in_flight() + self.others_in_flight()
+            parent = self.promotion(last_round=started >= self.opts.n_trials)
             if parent is not None:
                 self.promote(parent)
                 continue
-            if self.complete + self.in_flight() >= self.opts.n_trials:
+            if started >= self.opts.n_trials:
                 return
             if self.streak >= MAX_REPEAT_STREAK:  # ask again once a result has come back
-                self.exhausted = not self.pending and not self.evaluating
+                self.exhausted = self.sched.idle()
                 return
-            trial = self.study.ask(self.dists)
+            trial = ask_as(self.study, self.dists, self.driver_attrs())
             params, points = trial.params, None
             if self.solver is not None:  # the accelerator half: the driver's
                 hw, points = self.hardware_for(trial.number, params)
@@ -666,41 +973,74 @@ class _Session:
 
     def pending_for(self, trial: optuna.Trial, design: DesignPoint, rung: int,
                     points: list[dict[str, Any]] | None) -> _Pending:
-        """The evaluation of ``design`` at ``rung`` as trial ``trial`` (attributes set)."""
+        """The evaluation of ``design`` at ``rung`` as trial ``trial`` (attributes set, in
+        one write)."""
         task = self.task_at(rung)
         key, dkey = design.training_key(task), design.design_key()
         if rung < self.top:  # a lower rung's evaluation is not the design's full one
             dkey = f"{dkey}@r{rung}"
-        trial.set_user_attr(A + "design", design.to_dict())
-        trial.set_user_attr(A + "design_key", dkey)
-        trial.set_user_attr(A + "training_key", key)
-        trial.set_user_attr(A + "driver", _driver_id())
+        attrs: dict[str, Any] = {"design": design.to_dict(), "design_key": dkey,
+                                 "training_key": key, "driver": self.driver,
+                                 "session": self.session}
         if self.top > 0:
-            trial.set_user_attr(A + "rung", rung)
-            trial.set_user_attr(A + "fidelity", self.fidelity(rung))
-        return _Pending(trial, design, key, dkey, self.cache.get(key), 0, time.perf_counter(),
-                        points=points, rung=rung, task=task)
+            attrs |= {"rung": rung, "fidelity": self.fidelity(rung)}
+        self.live.add(trial.number)
+        p = _Pending(trial, design, key, dkey, self.cache.get(key), 0, time.perf_counter(),
+                     points=points, rung=rung, task=task)
+        p.unwritten = {A + k: v for k, v in attrs.items()}  # written with its next write
+        return p
+
+    def attrs_of(self, p: _Pending, attrs: dict[str, Any]) -> dict[str, Any]:
+        """``attrs`` with what ``p`` has not written yet (then written: cleared)."""
+        out, p.unwritten = {**p.unwritten, **attrs}, {}
+        return out
 
     def admit(self, p: _Pending) -> None:
-        """Tell a repeat of a known design, wait for one in flight, or start ``p``."""
-        dkey = p.dkey
-        if dkey in self.known:
-            self.tell_repeat(p, self.known[dkey])
-            self.streak += 1
-        elif dkey in self.evaluating:  # the same design is running: wait for it
-            self.evaluating[dkey].append(p)
-            self.streak += 1
-        else:
-            self.streak = 0
-            self.evaluating[dkey] = []
-            self.start(p)
+        """Tell a repeat of a known design, wait for one in flight, or start ``p``. A new
+        design takes what it will claim (a seat, its design, its network) and writes its
+        attributes in one transaction first, so that the scheduler's claims are answered
+        without a write each."""
+        repeat = p.dkey in self.sched.known or p.dkey in self.sched.evaluating
+        self.streak = self.streak + 1 if repeat else 0
+        if p.dkey in self.sched.evaluating:  # it waits: its driver is on record meanwhile
+            write_trial(self.study, p.trial._trial_id, user_attrs=self.attrs_of(p, {}))
+        elif not repeat:
+            names = []
+            if p.parent is None:
+                seat = self.free_seat()
+                if seat is not None:
+                    names.append(seat)
+            names.append("design:" + p.dkey)
+            if (p.hit is None and p.key not in self.sched.training_now
+                    and p.key not in self.sched.diverged):
+                names.append("training:" + p.key)
+            p.claims += sorted(claim_many(self.study, names, self.holder(p),
+                                          trial_id=p.trial._trial_id,
+                                          user_attrs=self.attrs_of(p, {})))
+        self.carry_out(self.sched.admit(p))
+
+    def carry_out(self, actions: list[Action]) -> None:
+        """Perform the scheduler's actions (and those they lead to)."""
+        queue = list(actions)
+        while queue:
+            a = queue.pop(0)
+            p = a.job
+            if a.kind == "dispatch":
+                if p.hit is None:
+                    self.training_cost[p.key] = self.fidelity(p.rung)
+                self.dispatch(p)
+            elif a.kind == "repeat":
+                self.tell_repeat(p, a.detail)
+            else:  # fail: for good, without evaluating
+                told = self.fail(p, a.detail, final=True)
+                queue += self.sched.ended(p, told, final=True)
 
     def trainings_spent(self) -> bool:
         """Whether the trainings run and running (in full-budget units) reach
         ``max_trainings`` (a running evaluation that will not train, being over budget,
         counts until it returns)."""
         cap = self.opts.max_trainings
-        running = sum(self.training_cost.get(k, 1.0) for k in self.training_now)
+        running = sum(self.training_cost.get(k, 1.0) for k in self.sched.training_now)
         return cap is not None and self.trained_before + self.spent + running >= cap - 1e-9
 
     def task_at(self, rung: int) -> TaskSpec:
@@ -743,21 +1083,26 @@ class _Session:
         return cached[1]
 
     def promote(self, parent: FrozenTrial) -> None:
-        """Evaluate ``parent``'s design on the next rung, from its weights."""
+        """Evaluate ``parent``'s design on the next rung, from its weights (unless another
+        driver of the study promotes it)."""
         self.promoted.add(parent.number)
+        holder = {"trial": -1, "driver": self.driver, "session": self.session}
+        if claim(self.study, f"promotion:{parent.number}", holder,
+                 lambda h: h.get("driver") != self.driver and not _alive(h.get("driver"))
+                 ) is not None:
+            return  # another driver's promotion
         rung = int(parent.user_attrs.get(A + "rung", 0)) + 1
         # every parameter is the parent's, not the sampler's, and no re-queued design is
         # taken off the queue (Study.ask would)
-        trial = new_trial(self.study)
+        trial = new_trial(self.study, self.driver_attrs())
         set_params(self.study, trial, dict(parent.params), self.full_dists)
         root = int(parent.user_attrs.get(A + "rung_root", parent.number))
-        trial.set_user_attr(A + "promoted_from", parent.number)
-        trial.set_user_attr(A + "rung_root", root)
         design = self.cfg.space.decode(parent.params)
         points = None
         if self.cfg.strategy.name == "nested" and rung == self.top:
             points = self.hardware_points(design.network)
         p = self.pending_for(trial, design, rung, points)
+        p.unwritten |= {A + "promoted_from": parent.number, A + "rung_root": root}
         p.parent = parent.number
         key = parent.user_attrs.get(A + "training_key")
         path = own_weights(parent.user_attrs.get(A + "weights"), self.opts.artifacts, key)
@@ -789,22 +1134,6 @@ class _Session:
         assert self.solver is not None
         return self.solver.points(network)
 
-    def start(self, p: _Pending) -> None:
-        if p.hit is None and p.key in self.diverged and _within_budgets(p.design, self.cfg):
-            # training this network failed deterministically before: do not train it again
-            # (an over-budget design is still dispatched: it is priced, never trained)
-            told = self.fail(p, f"not trained: the same network failed in "
-                             f"{self.diverged[p.key]}", final=True)
-            self.done_with(p, told)
-            return
-        if p.hit is None:
-            if p.key in self.training_now:
-                self.deferred.setdefault(p.key, []).append(p)
-                return
-            self.training_now.add(p.key)
-            self.training_cost[p.key] = self.fidelity(p.rung)
-        self.dispatch(p)
-
     def dispatch(self, p: _Pending) -> None:
         warm = self.warm
         if p.init is not None:  # a promotion starts from its previous rung's weights
@@ -816,52 +1145,31 @@ class _Session:
         hit = p.hit
         # decoupled: stage 1 trains its networks whatever the reference accelerator costs
         budgets = Budgets() if self.cfg.strategy.name == "decoupled" else self.cfg.budgets
-        ref = self.remote.remote(p.design, p.task or self.task, budgets,
-                                 cached_accuracy=hit.accuracy if hit else None,
-                                 cached_input_density=hit.input_density if hit else None,
-                                 init_state=init)
-        self.pending[ref] = p
+        request = EvalRequest(p.design, p.task or self.task, budgets,
+                              cached_accuracy=hit.accuracy if hit else None,
+                              cached_input_density=hit.input_density if hit else None,
+                              init_state=init, gpus=self.cfg.execution.gpus_per_trial)
+        self.handles[self.executor.submit(request)] = p
 
     # ---------------------------------------------------------------- results
 
-    def finish(self, ref: Any) -> None:
-        """Tell the result behind ``ref`` (or retry or fail it) and start what waited."""
-        import ray
-
-        p = self.pending.pop(ref)
+    def finish(self, outcome: Outcome) -> None:
+        """Tell the outcome of one evaluation (or retry or fail it) and start what waited."""
+        p = self.handles.pop(outcome.handle)
+        self.sched.returned(p)
         self.streak = 0  # the sampler has something new to go on
-        told: FrozenTrial | None = None
-        try:
-            result: EvalResult = ray.get(ref)
-            if self.cfg.strategy.name == "decoupled":
-                result = _with_budgets(result, self.cfg.budgets)
-            told = self.tell(p, result)
-            if told.state != TrialState.COMPLETE:
-                if A + "fail_reason" not in told.user_attrs:  # a value Optuna refused
-                    self.failed += 1
-            else:
-                new = p.rung == 0 and (self.solver is None or p.key not in self.networks)
-                if new:
-                    self.complete += 1
-                if p.rung == 0:
-                    self.networks.add(p.key)
-                if p.rung < self.top and _promotable(told, self.budgets_blind):
-                    self.rung_done.setdefault(p.rung, []).append(told)
-                if result.training is not None:
-                    self.spent += self.fidelity(p.rung)
-                if p.points is not None and result.feasible:
-                    self.record_pairs(told, p.points)
-                if (self.cfg.strategy.name == "decoupled" and result.training is not None
-                        and self.at_mark()):
-                    self.stage_two()
-                self.trained += result.training is not None
-                self.hits += result.cached
-                self.over_budget += not result.feasible
-                if self.bar is not None and new:
-                    self.bar.update(1)
-        except ray.exceptions.RayTaskError as e:
-            # the original exception (its message, not Ray's traceback text)
-            cause = e.cause if isinstance(e.cause, BaseException) else e
+        if outcome.kind == "ok":
+            assert outcome.result is not None
+            p.node = outcome.node
+            told = self.tell_result(p, outcome.result)
+        elif outcome.kind == "timeout":
+            told = self.fail(p, outcome.message, final=True)
+        elif outcome.kind == "lost":  # worker died, task lost
+            if self.retry(p):
+                return
+            told = self.fail(p, outcome.message)
+        else:
+            cause = outcome.error
             if isinstance(cause, DatasetError):
                 self.fail(p, f"{type(cause).__name__}: {cause}")
                 raise _DatasetUnreadable(str(cause)) from None
@@ -870,63 +1178,62 @@ class _Session:
             elif isinstance(cause, EvaluatorError):  # deterministic: no retry, no re-run
                 told = self.fail(p, f"{type(cause).__name__}: {cause}", final=True)
                 if isinstance(cause, TrainingFailed):
-                    self.diverged[p.key] = f"trial {p.trial.number} ({cause})"
+                    self.sched.failed_training(p, f"trial {p.trial.number} ({cause})")
             elif self.retry(p):
                 return
             else:
-                told = self.fail(p, f"{type(cause).__name__}: {str(cause).splitlines()[-1]}")
-        except ray.exceptions.RayError as e:  # worker died, task lost
-            if self.retry(p):
-                return
-            told = self.fail(p, f"{type(e).__name__}: {str(e).splitlines()[0]}")
-        self.release(p)
-        self.done_with(p, told)
+                told = self.fail(p, f"{type(cause).__name__}: "
+                                    f"{str(cause).splitlines()[-1] if str(cause) else ''}")
+        final = told.state != TrialState.FAIL or bool(told.user_attrs.get(A + "fail_final"))
+        self.carry_out(self.sched.ended(p, told, final=final))
+
+    def tell_result(self, p: _Pending, result: EvalResult) -> FrozenTrial:
+        """Tell a returned result and take in what it adds (cache, rungs, pairs, counts)."""
+        if self.cfg.strategy.name == "decoupled":
+            result = _with_budgets(result, self.cfg.budgets)
+        told = self.tell(p, result)
+        if told.state != TrialState.COMPLETE:
+            return told
+        new = self.take_in(told, own=True)
+        if result.training is not None:
+            self.spent += self.fidelity(p.rung)
+        if p.points is not None and result.feasible:
+            self.record_pairs(told, p.points)
+        if (self.cfg.strategy.name == "decoupled" and result.training is not None
+                and self.at_mark()):
+            self.stage_two()
+        self.trained += result.training is not None
+        self.hits += result.cached
+        self.over_budget += not result.feasible
+        if self.bar is not None and new:
+            self.bar.update(1)
+        return told
 
     def retry(self, p: _Pending) -> bool:
         """Run a crashed evaluation again if it has retries left."""
-        if p.attempt >= self.cfg.execution.max_retries:
+        actions = self.sched.retry(p)
+        if not actions:
             return False
-        p.attempt += 1
-        self.dispatch(p)
+        self.carry_out(actions)
         return True
-
-    def release(self, p: _Pending) -> None:
-        """``p`` has its final outcome: start the trials that waited for its training."""
-        if p.hit is not None:
-            return
-        self.training_now.discard(p.key)
-        for q in self.deferred.pop(p.key, []):
-            q.hit = self.cache.get(p.key)
-            self.start(q)
-
-    def done_with(self, p: _Pending, told: FrozenTrial | None) -> None:
-        """The evaluation of ``p``'s design ended as ``told``: a finished or unmappable
-        design is known from now on and its waiting repeats are told so; after a failure
-        the first of them evaluates the design again."""
-        waiting = self.evaluating.pop(p.dkey, [])
-        if told is not None and (told.state != TrialState.FAIL
-                                 or told.user_attrs.get(A + "fail_final")):
-            self.known[p.dkey] = told  # another evaluation would end the same way
-            for q in waiting:
-                self.tell_repeat(q, told)
-        elif waiting:  # a crash: the design may well run the next time
-            first, *rest = waiting
-            self.evaluating[p.dkey] = rest
-            first.hit = self.cache.get(first.key)
-            self.start(first)
 
     def fail(self, p: _Pending, reason: str, state: TrialState = TrialState.FAIL, *,
              final: bool = False) -> FrozenTrial:
-        """Tell ``p`` FAIL (or PRUNED: unmappable) with ``reason``; ``final``: for a reason
-        that another evaluation of the same design would meet again (its repeats are told
-        so, never evaluated)."""
-        p.trial.set_user_attr(A + "fail_reason", reason[:2000])
-        p.trial.set_user_attr(A + "attempts", p.attempt + 1)
-        if final:
-            p.trial.set_user_attr(A + "fail_final", True)
-        elif p.parent is not None:  # a promotion that may well run another time
-            self.promoted.discard(p.parent)
-        told = self.study.tell(p.trial, state=state)
+        """Tell ``p`` FAIL (or PRUNED: unmappable, final) with ``reason``, in one write;
+        ``final``: for a reason that another evaluation of the same design would meet again
+        (its repeats are told so, never evaluated)."""
+        attrs: dict[str, Any] = {A + "fail_reason": reason[:2000], A + "attempts": p.attempt + 1}
+        if final or state == TrialState.PRUNED:
+            attrs[A + "fail_final"] = True
+        if not final and state == TrialState.FAIL and p.parent is not None:
+            self.promoted.discard(p.parent)  # a promotion that may well run another time
+        settle = self.settled(p, design=state == TrialState.PRUNED, training=False)
+        told = write_trial(self.study, p.trial._trial_id, user_attrs=self.attrs_of(p, attrs),
+                           state=state, release=[c for c in p.claims if c not in settle],
+                           settle=settle)
+        assert told is not None
+        self.seen.add(told.number)
+        self.live.discard(told.number)
         if state == TrialState.PRUNED:
             self.unmappable += 1
         else:
@@ -936,7 +1243,8 @@ class _Session:
         return told
 
     def tell(self, p: _Pending, result: EvalResult) -> FrozenTrial:
-        trial = p.trial
+        """Tell a result: its attributes, constraints, values and state in one write (a
+        killed driver leaves the trial RUNNING or finished, never half-told)."""
         hw = result.hardware.to_dict()
         if "resources" in hw:  # a programmable device's use, kept with the network's figures
             hw["total"]["resources"] = hw["resources"]
@@ -953,6 +1261,8 @@ class _Session:
             "wall_seconds": time.perf_counter() - p.started,
             "constraint_names": list(result.constraints),
         }
+        if p.node is not None:
+            attrs["node"] = p.node  # the Ray node that evaluated it
         if result.training is not None:
             tr = result.training
             attrs["train_seconds"] = tr.train_seconds
@@ -972,42 +1282,49 @@ class _Session:
             if result.cached:
                 attrs["weights"] = p.hit.weights
             attrs["input_density"] = p.hit.input_density
-        for k, v in attrs.items():
-            trial.set_user_attr(A + k, v)
-        values = list(result.constraints.values())
-        if not all(math.isfinite(v) for v in values):  # Optuna's samplers refuse NaN
-            return self.fail(p, f"constraint values are not finite: {result.constraints}",
-                             final=True)
-        set_constraints(self.study, trial, values)
-        told = self.study.tell(trial, objective_values(result, self.cfg.objectives))
-        if told.state == TrialState.COMPLETE:
-            done = {A + k: v for k, v in attrs.items()} | {A + "training_key": p.key,
-                                                            A + "design": p.design.to_dict()}
-            self.cache.add(done)
-            self.warm.add(done)
+        user = self.attrs_of(p, {A + k: v for k, v in attrs.items()})
+        constraints = [float(v) for v in result.constraints.values()]
+        values = objective_values(result, self.cfg.objectives)
+        if not all(math.isfinite(v) for v in [*constraints, *values]):  # Optuna refuses NaN
+            write_trial(self.study, p.trial._trial_id, user_attrs=user)
+            return self.fail(p, f"values or constraints are not finite: {values}, "
+                                f"{result.constraints}", final=True)
+        settle = self.settled(p, design=True, training=result.training is not None, seat=True)
+        told = write_trial(self.study, p.trial._trial_id, user_attrs=user,
+                           system_attrs={LEGACY_CONSTRAINTS_KEY: constraints},
+                           state=TrialState.COMPLETE, values=values,
+                           release=[c for c in p.claims if c not in settle], settle=settle)
+        assert told is not None
+        self.live.discard(told.number)
+        done = user | {A + "training_key": p.key, A + "design": p.design.to_dict()}
+        self.cache.add(done)
+        self.warm.add(done)
         return told
 
     def tell_repeat(self, p: _Pending, first: FrozenTrial) -> None:
         """Tell ``p`` (a repeat of the design of trial ``first``) with ``first``'s outcome,
-        without evaluating anything."""
-        trial = p.trial
-        trial.set_user_attr(A + "repeat_of", first.number)
+        without evaluating anything, in one write."""
         self.repeated += 1
+        attrs: dict[str, Any] = {A + "repeat_of": first.number}
         if first.state != TrialState.COMPLETE:  # unmappable, or failed for good
-            trial.set_user_attr(A + "fail_reason", first.user_attrs.get(A + "fail_reason", ""))
-            self.study.tell(trial, state=first.state)
+            attrs[A + "fail_reason"] = first.user_attrs.get(A + "fail_reason", "")
+            write_trial(self.study, p.trial._trial_id, user_attrs=self.attrs_of(p, attrs),
+                        state=first.state, release=p.claims)
+            self.seen.add(p.trial.number)
+            self.live.discard(p.trial.number)
             return
         for k in ("feasible", "infeasible_reason", "accuracy", "hw", "layers",
                   "input_density", "weights"):
             if A + k in first.user_attrs:
-                trial.set_user_attr(A + k, first.user_attrs[A + k])
-        trial.set_user_attr(A + "trained", False)
-        trial.set_user_attr(A + "cached", False)
+                attrs[A + k] = first.user_attrs[A + k]
         named = constraints_of(first)
-        trial.set_user_attr(A + "constraint_names", list(named))
-        set_constraints(self.study, trial, list(named.values()))
-        self.study.tell(trial, list(first.values))
-
+        attrs |= {A + "trained": False, A + "cached": False,
+                  A + "constraint_names": list(named)}
+        write_trial(self.study, p.trial._trial_id, user_attrs=self.attrs_of(p, attrs),
+                    system_attrs={LEGACY_CONSTRAINTS_KEY: [float(v) for v in named.values()]},
+                    state=TrialState.COMPLETE, values=list(first.values), release=p.claims)
+        self.seen.add(p.trial.number)
+        self.live.discard(p.trial.number)
 
     # ---------------------------------------------------------------- hardware pairs
 
@@ -1022,7 +1339,7 @@ class _Session:
         accuracy = float(attrs[A + "accuracy"])
         for pair in self.solver.front(network, density, points, net_params):
             dkey = pair.design.design_key()
-            if dkey in self.known or dkey in self.evaluating:
+            if dkey in self.sched.known or dkey in self.sched.evaluating:
                 continue
             hw = pair.report.to_dict()
             if "resources" in hw:  # a programmable device's use, as tell keeps it
@@ -1034,7 +1351,7 @@ class _Session:
                 "layers": hw["layers"], "trained": False, "cached": False,
                 "input_density": density, "weights": attrs.get(A + "weights"),
                 "constraint_names": list(pair.constraints), "pair_of": told.number,
-                "driver": _driver_id()}.items() if v is not None}
+                "driver": self.driver}.items() if v is not None}
             table = {"accuracy": accuracy, **pair.report.metrics()}
             params = {**net_params, **pair.hw_params}
             added = add_complete(
@@ -1042,7 +1359,8 @@ class _Session:
                 distributions={k: self.full_dists[k] for k in params},
                 values=[float(table[o]) for o in self.cfg.objectives],
                 constraints=list(pair.constraints.values()), user_attrs=user)
-            self.known[dkey] = added
+            self.sched.known[dkey] = added
+            self.seen.add(added.number)
             self.pairs += 1
 
     def at_mark(self) -> bool:

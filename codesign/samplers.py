@@ -31,14 +31,19 @@ def make(cfg: SamplerConfig, *, seed: int) -> optuna.samplers.BaseSampler:
     raise AssertionError(f"unvalidated sampler {cfg.name!r}")
 
 
-def session_seed(seed: int, n_existing: int, name: str = "") -> int:
+def session_seed(seed: int, n_existing: int, name: str = "", driver: int = 0) -> int:
     """The seed of sampler ``name`` in a driver session that finds ``n_existing`` trials in
     its study: ``seed`` for a new study, else one derived from both, so that a resumed
     sampler does not replay the draws it made the first time (reproducible from the study's
     state). ``qmc`` keeps ``seed``: its sequence is keyed by the seed and continues from the
-    study's trial count, so a new seed would restart it."""
-    if n_existing == 0 or name == "qmc":
+    study's trial count, so a new seed would restart it. ``driver``: the session's driver
+    slot among the study's running drivers (``runner.driver_slot``); a second driver
+    started beside the first gets a stream of its own."""
+    if (n_existing == 0 and driver == 0) or name == "qmc":
         return seed
     from evaluators.specs import stable_hash
 
-    return int(stable_hash({"seed": seed, "trials": n_existing}), 16) % 2**32
+    key: dict[str, int] = {"seed": seed, "trials": n_existing}
+    if driver:
+        key["driver"] = driver
+    return int(stable_hash(key), 16) % 2**32

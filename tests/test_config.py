@@ -101,7 +101,7 @@ BAD = [
     ("space.accelerator.rf_bytes", 0, "space.accelerator.rf_bytes", "must be >= 1"),
     ("space.accelerator.dram_gbps", {"low": 0, "high": 4, "log": True},
      "space.accelerator.dram_gbps.low", "must be > 0"),
-    ("execution.workers", 0, "execution.workers", "must be > 0"),
+    ("execution.workers", -1, "execution.workers", "must be >= 0"),
     ("study.seed", 2**40, "study.seed", "2**32"),
     ("space.compression.weight_bits", {"low": 4, "high": 16}, "space.compression.weight_bits",
      "outside the domain"),
@@ -239,8 +239,9 @@ def test_read_only_commands_create_nothing(tmp_path: Path, capsys: pytest.Captur
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("flag", ["--n-trials", "--workers"])
-@pytest.mark.parametrize("value", ["0", "-1", "two"])
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--n-trials", "0"), ("--n-trials", "-1"), ("--n-trials", "two"),
+    ("--workers", "-1"), ("--workers", "two")])  # --workers 0: in this process, no Ray
 def test_counts_must_be_positive(flag: str, value: str) -> None:
     with pytest.raises(SystemExit) as e:
         main(["run", str(QUICKSTART), flag, value])

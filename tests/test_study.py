@@ -248,3 +248,29 @@ def test_hw_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["hw", "--accelerator", str(acc), "--layers", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {bad}: row 2: Input Density: must be a number in (0, 1], got '2'"]
+
+
+def test_a_design_left_unfinished_max_crashes_times_is_not_requeued(url: str) -> None:
+    cfg = load(QUICKSTART)
+    study, _ = create_or_load(cfg, open_storage(url), url, sampler=make(cfg.sampler, seed=0))
+    import socket
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = f"{socket.gethostname()}:{gone.pid}"
+    params = None
+    for crash in range(1, 4):  # three drivers, each killed while the design ran
+        if params is None:
+            trial = study.ask(cfg.space.distributions())
+            params = trial.params
+        else:
+            trial = study.ask(cfg.space.distributions())  # the re-queued design
+            assert trial.params == params
+        trial.set_user_attr("codesign.driver", dead)
+        trial.set_user_attr("codesign.design_key", "slow-design")
+        assert requeue_stale(study, max_crashes=3) == (1 if crash < 3 else 0)
+    last = study.trials[-1]
+    assert last.state == TrialState.FAIL
+    assert "3 times (execution.max_crashes=3); not re-queued" in (
+        last.user_attrs["codesign.fail_reason"])
+    assert not study.get_trials(states=(TrialState.WAITING,))

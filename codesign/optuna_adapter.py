@@ -460,22 +460,38 @@ def claims(study: optuna.Study, prefix: str = "") -> dict[str, dict[str, Any]]:
             if k.startswith(key) and v is not None}
 
 
-def release(study: optuna.Study, names: Sequence[str]) -> None:
-    """Give up the claims ``names`` (held by this caller)."""
+def release(study: optuna.Study, names: Sequence[str],
+            expect: dict[str, Any] | None = None) -> None:
+    """Give up the claims ``names`` (held by this caller); with ``expect`` (name -> holder
+    as read), only those whose holder is still that one (a compare-and-delete: a claim
+    settled or taken over since the read stays)."""
     keys = [CLAIM_PREFIX + n for n in names]
     if not keys:
         return
-    rdb = _rdb(study._storage)
+    storage = study._storage
+    rdb, journal = _rdb(storage), _journal(storage)
     if rdb is not None:
+        import json
+
         from optuna.storages._rdb import models
 
         table = models.StudySystemAttributeModel.__table__
         with rdb.engine.begin() as conn:
-            conn.execute(table.delete().where(table.c.study_id == study._study_id,
-                                              table.c.key.in_(keys)))
+            if expect is None:
+                conn.execute(table.delete().where(table.c.study_id == study._study_id,
+                                                  table.c.key.in_(keys)))
+            else:
+                for n in names:
+                    conn.execute(table.delete().where(
+                        table.c.study_id == study._study_id,
+                        table.c.key == CLAIM_PREFIX + n,
+                        table.c.value_json == json.dumps(expect[n])))
         return
-    for key in keys:
-        study._storage.set_study_system_attr(study._study_id, key, None)
+    with _claims_lock(journal) if journal is not None else _nothing():
+        current = storage.get_study_system_attrs(study._study_id)
+        for n, key in zip(names, keys, strict=True):
+            if expect is None or current.get(key) == expect[n]:
+                storage.set_study_system_attr(study._study_id, key, None)
 
 
 def read_trials(study: optuna.Study, user_keys: Collection[str], *,

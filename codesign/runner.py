@@ -273,24 +273,36 @@ def requeue_stale(study: optuna.Study, max_crashes: int = 3) -> int:
             if key:
                 crashes[key] = crashes.get(key, 0) + 1
     for t in stale:
-        key = t.user_attrs.get(A + "design_key")
-        seen = crashes.get(key, 0) + 1 if key else 1
-        if key:
-            crashes[key] = seen
-        if not t.params:
-            fail_stale(study, t, A + "fail_reason", f"{_UNFINISHED} before its design was "
-                       "sampled")
-        elif seen >= max_crashes:
-            fail_stale(study, t, A + "fail_reason",
-                       f"{_UNFINISHED} {seen} times (execution.max_crashes={max_crashes}); "
-                       "not re-queued again")
-        else:
-            fail_stale(study, t, A + "fail_reason", f"{_UNFINISHED}; its design was "
-                       "re-queued")
-            if A + "promoted_from" not in t.user_attrs:  # a promotion: promoted anew
-                study.enqueue_trial(t.params, user_attrs={A + "requeued_from": t.number})
-                n += 1
+        try:
+            n += _requeue_one(study, t, crashes, max_crashes)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another driver starting beside this one failed it first
     _release_orphan_claims(study)
+    return n
+
+
+def _requeue_one(study: optuna.Study, t: FrozenTrial, crashes: dict[str, int],
+                 max_crashes: int) -> int:
+    """Fail one stale trial and re-queue its design (``requeue_stale``); 1 if re-queued."""
+    n = 0
+    params = t.params or t.system_attrs.get("fixed_params")  # popped, not yet sampled
+    key = t.user_attrs.get(A + "design_key")
+    seen = crashes.get(key, 0) + 1 if key else 1
+    if key:
+        crashes[key] = seen
+    if not params:
+        fail_stale(study, t, A + "fail_reason", f"{_UNFINISHED} before its design was "
+                   "sampled")
+    elif seen >= max_crashes:
+        fail_stale(study, t, A + "fail_reason",
+                   f"{_UNFINISHED} {seen} times (execution.max_crashes={max_crashes}); "
+                   "not re-queued again")
+    else:
+        fail_stale(study, t, A + "fail_reason", f"{_UNFINISHED}; its design was "
+                   "re-queued")
+        if A + "promoted_from" not in t.user_attrs:  # a promotion: promoted anew
+            study.enqueue_trial(params, user_attrs={A + "requeued_from": t.number})
+            n += 1
     return n
 
 
@@ -302,9 +314,9 @@ def _release_orphan_claims(study: optuna.Study) -> None:
     if not held:
         return
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    orphans = [name for name, h in held.items() if h["trial"] not in running]
+    orphans = {name: h for name, h in held.items() if h["trial"] not in running}
     if orphans:
-        release(study, orphans)
+        release(study, list(orphans), expect=orphans)  # unless taken or settled meanwhile
 
 
 _UNFINISHED = "left RUNNING by a driver that stopped"
@@ -684,7 +696,8 @@ class _Session:
                 self.trained_before += _fidelity(t)
         if not own and not startup:
             dkey = attrs.get(A + "design_key")
-            if dkey and t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            if dkey and (t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                         or attrs.get(A + "fail_final")):
                 self.sched.learn(dkey, t)
         key = self._counts_as(t)
         if key is None or key in self.counted:
@@ -760,6 +773,8 @@ class _Session:
         if countable and not any(c.startswith("seat:") for c in p.claims) and not (
                 self.take_seat(p)):
             p.seatless = True
+            release(self.study, p.claims)  # nothing held while it waits for a seat
+            p.claims = []
             return False
         p.seatless = False
         if self._claim(p, "design:" + p.dkey):
@@ -837,15 +852,20 @@ class _Session:
                                 f"{self.last_failure}); see {self.hint('inspect')} for the "
                                 "reasons")
                         if (self.complete < self.opts.n_trials and not self.exhausted
-                                and not self.trainings_spent() and self.others_busy()):
-                            time.sleep(0.2)  # other drivers may still reach the target
-                            self.refresh(force=True)
-                            continue
+                                and not self.trainings_spent()):
+                            had = bool(self.others)
+                            if self.others_busy():
+                                time.sleep(0.2)  # other drivers may still reach the target
+                                self.refresh(force=True)
+                                continue
+                            if had:  # their designs died with them: ask again
+                                continue
                         break
                     if not self.handles:  # only waiting for other drivers
                         if self.complete >= self.opts.n_trials:
                             self.drop_seatless()
-                            continue
+                            if self.sched.idle():
+                                continue
                         time.sleep(min(REFRESH_S, 0.2))
                         self.refresh(force=True)
                         continue
@@ -883,9 +903,10 @@ class _Session:
             return
         self.last_refresh = now
         new = False
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
-                                                               TrialState.PRUNED)):
-            if t.number not in self.seen:
+        for t in self.study.get_trials(deepcopy=False, states=(
+                TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
+            if t.number not in self.seen and (t.state != TrialState.FAIL
+                                              or t.user_attrs.get(A + "fail_final")):
                 new = self.take_in(t, own=False) or new
         if new and self.bar is not None:
             self.bar.n = self.complete
@@ -1006,14 +1027,13 @@ class _Session:
             write_trial(self.study, p.trial._trial_id, user_attrs=self.attrs_of(p, {}))
         elif not repeat:
             names = []
-            if p.parent is None:
-                seat = self.free_seat()
-                if seat is not None:
-                    names.append(seat)
-            names.append("design:" + p.dkey)
-            if (p.hit is None and p.key not in self.sched.training_now
-                    and p.key not in self.sched.diverged):
-                names.append("training:" + p.key)
+            seat = self.free_seat() if p.parent is None else None
+            if seat is not None or p.parent is not None:  # no free seat: claim nothing yet
+                names = [seat] if seat is not None else []
+                names.append("design:" + p.dkey)
+                if (p.hit is None and p.key not in self.sched.training_now
+                        and p.key not in self.sched.diverged):
+                    names.append("training:" + p.key)
             p.claims += sorted(claim_many(self.study, names, self.holder(p),
                                           trial_id=p.trial._trial_id,
                                           user_attrs=self.attrs_of(p, {})))
@@ -1227,7 +1247,8 @@ class _Session:
             attrs[A + "fail_final"] = True
         if not final and state == TrialState.FAIL and p.parent is not None:
             self.promoted.discard(p.parent)  # a promotion that may well run another time
-        settle = self.settled(p, design=state == TrialState.PRUNED, training=False)
+            release(self.study, [f"promotion:{p.parent}"])
+        settle = self.settled(p, design=final or state == TrialState.PRUNED, training=False)
         told = write_trial(self.study, p.trial._trial_id, user_attrs=self.attrs_of(p, attrs),
                            state=state, release=[c for c in p.claims if c not in settle],
                            settle=settle)

@@ -139,7 +139,9 @@ def _rdb_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDB
                                               skip_compatibility_check=False)
         except Exception as e:  # sqlalchemy's ProgrammingError / IntegrityError
             text = str(getattr(e, "orig", None) or e)
-            if attempt == 2 or not ("already exists" in text or "duplicate key" in text):
+            racing = ("already exists", "duplicate key", "UNIQUE constraint failed",
+                      "database is locked")
+            if attempt == 2 or not any(r in text for r in racing):
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")

@@ -117,6 +117,22 @@ def test_without_the_token_the_connection_fails_clearly_and_makes_nothing(
     assert not (tmp_path / "cl.db").exists()
 
 
+def test_a_trial_past_its_timeout_is_stopped_and_failed_for_good(cluster, tmp_path) -> None:
+    exp = {**EXP, "study": {**EXP["study"], "name": "slow", "n_trials": 2},
+           "task": {**EXP["task"], "steps": 100000},  # minutes each, were it not stopped
+           "execution": {**EXP["execution"], "trial_timeout_s": 1.0}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    proc = _run(tmp_path, cluster)
+    assert proc.returncode != 0  # every trial timed out: the run stops after 10 failures
+    study = optuna.load_study(study_name="slow",
+                              storage=open_storage(f"sqlite:///{tmp_path}/cl.db"))
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    reasons = [t.user_attrs.get("codesign.fail_reason", "") for t in failed]
+    assert failed and all("timed out after 1 s" in r for r in reasons), reasons
+    assert all(t.user_attrs.get("codesign.fail_final") for t in failed)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+
+
 def test_killing_a_worker_node_mid_study_loses_no_trial(cluster, tmp_path) -> None:
     # last in the module: it takes a node away
     _write(tmp_path, "kill", resources_per_trial={})

@@ -39,7 +39,7 @@ EXP = {
 def _drivers(tmp: Path, url: str, name: str, n: int = 10) -> list[subprocess.CompletedProcess]:
     exp = {**EXP, "study": {**EXP["study"], "name": name}}
     (tmp / "exp.yaml").write_text(yaml.safe_dump(exp))
-    cmd = [sys.executable, "-m", "codesign", "run", "exp.yaml", "--storage", url,
+    cmd = [sys.executable, "-m", "codesign", "--debug", "run", "exp.yaml", "--storage", url,
            "--n-trials", str(n), "--no-progress"]
     first = subprocess.Popen(cmd, cwd=tmp, env=ENV, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)

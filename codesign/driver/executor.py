@@ -35,6 +35,7 @@ class EvalRequest:
     cached_input_density: dict[str, float] | None = None
     init_state: Any = None  # bytes, or what ``Executor.share`` returned for them
     gpus: float = 0.0  # what the trial was given (device pinning)
+    timeout_s: float | None = None  # the evaluation stops itself after this long (a Ray task)
 
 
 @dataclass(frozen=True)
@@ -81,14 +82,50 @@ def run_request(request: EvalRequest) -> EvalResult:
                     cached_input_density=request.cached_input_density, init_state=init)
 
 
+def _warm_imports() -> None:
+    """Import what an evaluation imports lazily (torch, the training loop, the datasets'
+    readers) before the timeout timer runs: the timer raises wherever the evaluation is, and
+    a module whose import it interrupted would stay broken in this worker process."""
+    import importlib
+
+    for name in ("torch", "sklearn.datasets", "evaluators.evaluate",
+                 "evaluators.training.loop", "evaluators.training.model",
+                 "evaluators.training.workload", "evaluators.training.datasets"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
+class TrialTimeout(Exception):
+    """An evaluation ran past ``execution.trial_timeout_s`` (raised in the worker)."""
+
+
 def _ray_task(request: EvalRequest) -> tuple[EvalResult, str, list[str]]:
     """``run_request`` as a Ray task: its result, the node that ran it, the GPUs Ray gave it
-    (Ray has set ``CUDA_VISIBLE_DEVICES`` to them: the trainer's ``cuda`` is the first)."""
+    (Ray has set ``CUDA_VISIBLE_DEVICES`` to them: the trainer's ``cuda`` is the first).
+    ``request.timeout_s`` is counted from the task's start (not its wait in Ray's queue),
+    by a timer in the worker that raises ``TrialTimeout``."""
+    import signal
+
     import ray
 
     ctx = ray.get_runtime_context()
-    return (run_request(request), ctx.get_node_id(),
-            [str(g) for g in ray.get_gpu_ids()])
+    timed = request.timeout_s is not None and hasattr(signal, "setitimer")
+    if timed:
+        _warm_imports()  # an import the timer cut short would break every later task here
+        def expire(signum: int, frame: Any) -> None:
+            raise TrialTimeout(_timeout_message(request.timeout_s or 0))
+
+        old = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, request.timeout_s)
+    try:
+        result = run_request(request)
+    finally:
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+    return result, ctx.get_node_id(), [str(g) for g in ray.get_gpu_ids()]
 
 
 @dataclass
@@ -137,20 +174,24 @@ def _timeout_message(timeout_s: float) -> str:
 
 class RayExecutor:
     """Each evaluation a Ray task with the trial's resources (``ray_connect.task_options``);
-    Ray does not retry tasks (the driver decides). A task past ``timeout_s`` is cancelled
-    (forcibly: its worker process is killed) and reported as ``timeout``."""
+    Ray does not retry tasks (the driver decides). A task running past ``timeout_s`` stops
+    itself (``_ray_task``) and is reported as ``timeout``; as a backstop (a worker stuck
+    outside Python), one not back ``2 * timeout_s + 60`` s after it was submitted is
+    cancelled (forcibly: its worker process is killed), also as ``timeout``."""
 
     def __init__(self, options: dict[str, Any], timeout_s: float | None = None) -> None:
         import ray
 
         self._ray = ray
         self._remote = ray.remote(_ray_task).options(max_retries=0, **options)
-        self._timeout_s = timeout_s
+        self._limit_s = timeout_s
+        self._timeout_s = None if timeout_s is None else 2 * timeout_s + 60
         self._refs: dict[Any, tuple[int, float]] = {}  # ref -> (handle, start time)
         self._next = 0
 
     def submit(self, request: EvalRequest) -> int:
         self._next += 1
+        request = replace(request, timeout_s=self._limit_s)
         self._refs[self._remote.remote(request)] = (self._next, time.perf_counter())
         return self._next
 
@@ -188,6 +229,8 @@ class RayExecutor:
             return Outcome(handle, "ok", result=value, seconds=seconds)
         except ray.exceptions.RayTaskError as e:
             cause = e.cause if isinstance(e.cause, BaseException) else e
+            if isinstance(cause, TrialTimeout):
+                return Outcome(handle, "timeout", message=str(cause), seconds=seconds)
             return Outcome(handle, "error", error=cause, seconds=seconds)
         except ray.exceptions.RayError as e:  # the worker or its node died, the task lost
             return Outcome(handle, "lost", seconds=seconds,

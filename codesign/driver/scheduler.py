@@ -145,11 +145,10 @@ class Scheduler:
         if final:
             self.known[job.dkey] = outcome
             actions += [Action("repeat", q, outcome) for q in waiting]
-        elif waiting:  # a crash: the design may well run the next time
-            first, *rest = waiting
-            self.evaluating[job.dkey] = rest
-            first.hit = self.hit_for(first.key)
-            actions += self.start(first)
+        else:  # a crash: the design may well run the next time; its claims went with it,
+            for q in waiting:  # so its repeats are admitted anew (the first claims it)
+                q.hit = self.hit_for(q.key)
+                actions += self.admit(q)
         return actions
 
     def failed_training(self, job: Any, where: str) -> None:

@@ -17,6 +17,7 @@ workers::
 
     python benchmarks/orchestration.py                      # ~2 min
     python benchmarks/orchestration.py --trials 500 --start-postgres
+    python benchmarks/orchestration.py --skip-part1 --sleep-storage journal
 """
 
 from __future__ import annotations
@@ -109,10 +110,10 @@ def part1(args: argparse.Namespace, cfg: Any, tmp: Path) -> None:
     server = None
     pg = args.postgres
     if pg is None and args.start_postgres:
-        from pg_server import start_server  # tests/pg_server.py
+        from pg_server import PostgresServer  # tests/pg_server.py
 
-        server = start_server()
-        pg = server.url
+        server = PostgresServer()
+        pg = server.start()
     if pg:
         urls.append(("postgresql", lambda k: pg, ""))
     print(f"Part 1: ms per trial, {args.trials} trials, sampler {cfg.sampler.name}, every "
@@ -159,10 +160,15 @@ def part2(args: argparse.Namespace, cfg: Any, tmp: Path) -> None:
             self._remote = ray.remote(sleepy).options(max_retries=0, num_cpus=0.125)
 
     print(f"\nPart 2: {args.sleep_trials} trials sleeping {args.sleep_s:g} s each, real Ray "
-          "tasks, SQLite")
+          f"tasks, {args.sleep_storage}")
+    # Ray starts its worker processes on demand (about 1 s each here): start 8 first, as a
+    # long study has them, so that the figure is the driver's, not the processes' start
+    warm = ray.remote(lambda: time.sleep(0.5)).options(num_cpus=0.125)
+    ray.get([warm.remote() for _ in range(8)])
     times = {}
     for workers in (1, 8):
-        url = f"sqlite:///{tmp}/sleep-{workers}.db"
+        url = (f"sqlite:///{tmp}/sleep-{workers}.db" if args.sleep_storage == "sqlite"
+               else f"journal:{tmp}/sleep-{workers}.log")
         c = replace(cfg, study=replace(cfg.study, name=f"sleep-{workers}",
                                        n_trials=args.sleep_trials))
         study, _ = create_or_load(c, open_storage(url), url, sampler=None)
@@ -186,12 +192,15 @@ def main() -> None:
                     help="start a throwaway PostgreSQL server on 127.0.0.1")
     ap.add_argument("--sleep-trials", type=int, default=24)
     ap.add_argument("--sleep-s", type=float, default=1.0)
+    ap.add_argument("--sleep-storage", choices=["sqlite", "journal"], default="sqlite")
     ap.add_argument("--skip-sleep", action="store_true")
+    ap.add_argument("--skip-part1", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     cfg = load(args.experiment)
     with tempfile.TemporaryDirectory(prefix="orch") as d:
-        part1(args, cfg, Path(d))
+        if not args.skip_part1:
+            part1(args, cfg, Path(d))
         if not args.skip_sleep:
             part2(args, cfg, Path(d))
 

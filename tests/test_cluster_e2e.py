@@ -135,13 +135,16 @@ def test_a_trial_past_its_timeout_is_stopped_and_failed_for_good(cluster, tmp_pa
 
 def test_killing_a_worker_node_mid_study_loses_no_trial(cluster, tmp_path) -> None:
     # last in the module: it takes a node away
-    _write(tmp_path, "kill", resources_per_trial={})
+    exp = {**EXP, "study": {**EXP["study"], "name": "kill", "n_trials": 8},
+           "task": {**EXP["task"], "steps": 400},  # long enough to be caught running
+           "execution": {**EXP["execution"], "resources_per_trial": {}}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
     url = f"sqlite:///{tmp_path}/cl.db"
     proc = _run(tmp_path, cluster, background=True)
     deadline = time.monotonic() + 300
     killed = False
     while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.5)
+        time.sleep(0.2)
         try:
             study = optuna.load_study(study_name="kill", storage=open_storage(url))
         except Exception:  # noqa: BLE001 - not made yet
@@ -158,5 +161,5 @@ def test_killing_a_worker_node_mid_study_loses_no_trial(cluster, tmp_path) -> No
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == TrialState.COMPLETE
             and "codesign.repeat_of" not in t.user_attrs]
-    assert len({t.user_attrs["codesign.design_key"] for t in done}) == len(done) == 6
+    assert len({t.user_attrs["codesign.design_key"] for t in done}) == len(done) == 8
     assert not [t for t in trials if t.state == TrialState.RUNNING]

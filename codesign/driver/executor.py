@@ -14,6 +14,7 @@ take one Ray did not assign); one given a GPU trains on it.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -82,30 +83,16 @@ def run_request(request: EvalRequest) -> EvalResult:
                     cached_input_density=request.cached_input_density, init_state=init)
 
 
-def _warm_imports() -> None:
-    """Import what an evaluation imports lazily (torch, the training loop, the datasets'
-    readers) before the timeout timer runs: the timer raises wherever the evaluation is, and
-    a module whose import it interrupted would stay broken in this worker process."""
-    import importlib
-
-    for name in ("torch", "sklearn.datasets", "evaluators.evaluate",
-                 "evaluators.training.loop", "evaluators.training.model",
-                 "evaluators.training.workload", "evaluators.training.datasets"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
-
-
-class TrialTimeout(Exception):
-    """An evaluation ran past ``execution.trial_timeout_s`` (raised in the worker)."""
-
+TIMEOUT_EXIT = 75  # a worker ending itself at the trial's timeout
 
 def _ray_task(request: EvalRequest) -> tuple[EvalResult, str, list[str]]:
     """``run_request`` as a Ray task: its result, the node that ran it, the GPUs Ray gave it
     (Ray has set ``CUDA_VISIBLE_DEVICES`` to them: the trainer's ``cuda`` is the first).
     ``request.timeout_s`` is counted from the task's start (not its wait in Ray's queue),
-    by a timer in the worker that raises ``TrialTimeout``."""
+    by a timer in the worker that ends the worker process (exit code ``TIMEOUT_EXIT``):
+    an exception raised wherever the evaluation is could leave a module half-imported in a
+    process Ray reuses, and a fresh process replaces it. The driver sees the task lost after
+    at least ``timeout_s`` and reports it as ``timeout``."""
     import signal
 
     import ray
@@ -113,9 +100,8 @@ def _ray_task(request: EvalRequest) -> tuple[EvalResult, str, list[str]]:
     ctx = ray.get_runtime_context()
     timed = request.timeout_s is not None and hasattr(signal, "setitimer")
     if timed:
-        _warm_imports()  # an import the timer cut short would break every later task here
         def expire(signum: int, frame: Any) -> None:
-            raise TrialTimeout(_timeout_message(request.timeout_s or 0))
+            os._exit(TIMEOUT_EXIT)
 
         old = signal.signal(signal.SIGALRM, expire)
         signal.setitimer(signal.ITIMER_REAL, request.timeout_s)
@@ -175,7 +161,8 @@ def _timeout_message(timeout_s: float) -> str:
 class RayExecutor:
     """Each evaluation a Ray task with the trial's resources (``ray_connect.task_options``);
     Ray does not retry tasks (the driver decides). A task running past ``timeout_s`` stops
-    itself (``_ray_task``) and is reported as ``timeout``; as a backstop (a worker stuck
+    itself (``_ray_task``: its worker process exits) and is reported as ``timeout`` (so is
+    any task lost after running that long); as a backstop (a worker stuck
     outside Python), one not back ``2 * timeout_s + 60`` s after it was submitted is
     cancelled (forcibly: its worker process is killed), also as ``timeout``."""
 
@@ -229,10 +216,11 @@ class RayExecutor:
             return Outcome(handle, "ok", result=value, seconds=seconds)
         except ray.exceptions.RayTaskError as e:
             cause = e.cause if isinstance(e.cause, BaseException) else e
-            if isinstance(cause, TrialTimeout):
-                return Outcome(handle, "timeout", message=str(cause), seconds=seconds)
             return Outcome(handle, "error", error=cause, seconds=seconds)
         except ray.exceptions.RayError as e:  # the worker or its node died, the task lost
+            if self._limit_s is not None and seconds >= self._limit_s:  # its timer ended it
+                return Outcome(handle, "timeout", seconds=seconds,
+                               message=_timeout_message(self._limit_s))
             return Outcome(handle, "lost", seconds=seconds,
                            message=f"{type(e).__name__}: {str(e).splitlines()[0]}")
 

@@ -37,10 +37,10 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
 
 EXP = {
     "schema_version": 1,
-    "study": {"name": "kill", "seed": 7, "n_trials": 24},
+    "study": {"name": "kill", "seed": 7, "n_trials": 40},
     "objectives": ["accuracy", "latency_ms", "energy_mj"],
     "sampler": {"name": "nsga2"},
-    "task": {"dataset": "digits", "steps": 200, "batch_size": 32},
+    "task": {"dataset": "digits", "steps": 800, "batch_size": 32},
     "space": {
         "network": {"stages": 1, "depth": [1, 2], "width": [8, 12, 16, 24], "kernel": 3},
         "compression": {"weight_bits": [4, 8], "activation_bits": 8, "prune_ratio": 0.0},

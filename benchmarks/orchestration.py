@@ -103,9 +103,9 @@ def codesign_driver(url: str, cfg: Any, n: int, result: Any, tmp: Path) -> float
 
 def part1(args: argparse.Namespace, cfg: Any, tmp: Path) -> None:
     result = canned_result(cfg)
-    urls: list[tuple[str, Any, str]] = [
-        ("sqlite", lambda k: f"sqlite:///{tmp}/{k}.db", ""),
-        ("journal", lambda k: f"journal:{tmp}/{k}.log", ""),
+    urls: list[tuple[str, Any]] = [
+        ("sqlite", lambda k: f"sqlite:///{tmp}/{k}.db"),
+        ("journal", lambda k: f"journal:{tmp}/{k}.log"),
     ]
     server = None
     pg = args.postgres
@@ -115,19 +115,16 @@ def part1(args: argparse.Namespace, cfg: Any, tmp: Path) -> None:
         server = PostgresServer()
         pg = server.start()
     if pg:
-        urls.append(("postgresql", lambda k: pg, ""))
+        urls.append(("postgresql", lambda k: pg))
     print(f"Part 1: ms per trial, {args.trials} trials, sampler {cfg.sampler.name}, every "
           "evaluation instant")
     print(f"{'storage':<11} {'bare optuna':>12} {'codesign':>10} {'ratio':>7} "
           f"{'overhead':>9}")
     try:
-        for name, url_of, _ in urls:
-            journal_opt = None
-            if name == "journal":
-                from optuna.storages.journal import JournalFileBackend, JournalStorage
+        for name, url_of in urls:
+            from codesign.study import open_storage
 
-                journal_opt = JournalStorage(JournalFileBackend(str(tmp / "bare.log")))
-            bare = bare_optuna(journal_opt or url_of("bare"), cfg, args.trials)
+            bare = bare_optuna(open_storage(url_of("bare")), cfg, args.trials)
             cfg_n = replace(cfg, study=replace(cfg.study, name=f"orch-{name}"))
             ours, summary = codesign_driver(url_of("codesign"), cfg_n, args.trials, result,
                                             tmp)

@@ -52,8 +52,7 @@ def session(cfg: ExperimentConfig, study: optuna.Study, url: str, *, n_trials: i
         Interrupted, RunAborted, CodesignError: as ``codesign.runner.run_study``.
     """
     from codesign.dashboard import mark_pareto
-    from codesign.optuna_adapter import release
-    from codesign.runner import RunOptions, driver_slot, run_study
+    from codesign.runner import RunOptions, driver_slot, release_driver_slot, run_study
     from codesign.samplers import make, session_seed
     from codesign.study import artifacts_dir
 
@@ -74,7 +73,7 @@ def session(cfg: ExperimentConfig, study: optuna.Study, url: str, *, n_trials: i
     try:
         return run_study(study, cfg, opts)
     finally:
-        release(study, [f"driver:{slot}"])
+        release_driver_slot(study, slot)
         try:  # what optuna-dashboard shows as the feasible front; never hides the run's end
             mark_pareto(study, cfg)
         except Exception as e:  # noqa: BLE001

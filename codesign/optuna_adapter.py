@@ -6,6 +6,7 @@ upgrade that moves one breaks here and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -380,7 +381,7 @@ def _claims_lock(journal: Any) -> Any:
 
     backend = journal._backend
     if not isinstance(backend, JournalFileBackend):  # another backend: one driver assumed
-        return _nothing()
+        return contextlib.nullcontext()
     return get_lock_file(JournalFileSymlinkLock(backend._file_path + ".codesign-claims"))
 
 
@@ -425,14 +426,6 @@ def _claim_journal(journal: Any, study_id: int, key: str, holder: dict[str, Any]
         if current is not None and not stale(current):
             return current
         journal.set_study_system_attr(study_id, key, holder)
-        return None
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
         return None
 
 
@@ -487,7 +480,7 @@ def release(study: optuna.Study, names: Sequence[str],
                         table.c.key == CLAIM_PREFIX + n,
                         table.c.value_json == json.dumps(expect[n])))
         return
-    with _claims_lock(journal) if journal is not None else _nothing():
+    with _claims_lock(journal) if journal is not None else contextlib.nullcontext():
         current = storage.get_study_system_attrs(study._study_id)
         for n, key in zip(names, keys, strict=True):
             if expect is None or current.get(key) == expect[n]:

@@ -238,17 +238,26 @@ def _being_started(t: FrozenTrial) -> bool:
     return (_dt.datetime.now() - t.datetime_start).total_seconds() < _SETUP_S
 
 
+def _gone(holder: dict[str, Any]) -> bool:
+    """Whether the driver of a claim that names no trial (a driver slot, a promotion) is
+    gone; a claim of this process stays (another session of it may hold it)."""
+    return holder.get("driver") != _driver_id() and not _alive(holder.get("driver"))
+
+
 def driver_slot(study: optuna.Study) -> int:
     """Claim the lowest driver slot of ``study`` that no live driver holds (0 for a study
     with one driver): what tells several drivers' sampler streams apart. Released by
-    ``optuna_adapter.release(study, [f"driver:{slot}"])``."""
+    ``release_driver_slot``."""
     me = {"driver": _driver_id(), "session": uuid.uuid4().hex}
-    for slot in range(1024):  # a slot of another session of this process is not stale
-        if claim(study, f"driver:{slot}", me,
-                 lambda h: h.get("driver") != me["driver"] and not _alive(h.get("driver"))
-                 ) is None:
+    for slot in range(1024):
+        if claim(study, f"driver:{slot}", me, _gone) is None:
             return slot
     return 1024
+
+
+def release_driver_slot(study: optuna.Study, slot: int) -> None:
+    """Give up the slot ``driver_slot`` took."""
+    release(study, [f"driver:{slot}"])
 
 
 def requeue_stale(study: optuna.Study, max_crashes: int = 3) -> int:
@@ -596,6 +605,7 @@ class _Session:
     networks: set[str] = field(default_factory=set)  # nested/decoupled: trained-for keys
     bar: Any = None
     executor: Any = None
+    warm: WarmStarts | None = None  # made by ``connect``
 
     def __post_init__(self) -> None:
         self.driver = _driver_id()
@@ -685,7 +695,7 @@ class _Session:
         if t.state == TrialState.COMPLETE:
             if not startup and not own:
                 self.cache.add(attrs)
-                if getattr(self, "warm", None) is not None:
+                if self.warm is not None:  # (refresh runs once connected)
                     self.warm.add(attrs)
             rung = int(attrs.get(A + "rung", 0))
             if self.solver is not None and A + "pair_of" not in attrs and not rung:
@@ -911,8 +921,8 @@ class _Session:
         if new and self.bar is not None:
             self.bar.n = self.complete
             self.bar.refresh()
-        self.others = {name: h for name, h in claims(self.study).items()
-                       if name.startswith("design:") and not h.get("final")
+        self.others = {name: h for name, h in claims(self.study, "design:").items()
+                       if not h.get("final")
                        and h.get("session") != self.session and not self._stale_cached(h)}
         self.carry_out(self.sched.poll())
 
@@ -921,7 +931,7 @@ class _Session:
         them): fail those jobs, never run."""
         waiting, self.sched.foreign_design = self.sched.foreign_design, []
         for p in waiting:
-            if getattr(p, "seatless", False):
+            if p.seatless:
                 self.fail(p, "not run: the study reached its target (n_trials) with other "
                              "drivers' designs")
             else:
@@ -1107,9 +1117,7 @@ class _Session:
         driver of the study promotes it)."""
         self.promoted.add(parent.number)
         holder = {"trial": -1, "driver": self.driver, "session": self.session}
-        if claim(self.study, f"promotion:{parent.number}", holder,
-                 lambda h: h.get("driver") != self.driver and not _alive(h.get("driver"))
-                 ) is not None:
+        if claim(self.study, f"promotion:{parent.number}", holder, _gone) is not None:
             return  # another driver's promotion
         rung = int(parent.user_attrs.get(A + "rung", 0)) + 1
         # every parameter is the parent's, not the sampler's, and no re-queued design is
@@ -1253,8 +1261,7 @@ class _Session:
                            state=state, release=[c for c in p.claims if c not in settle],
                            settle=settle)
         assert told is not None
-        self.seen.add(told.number)
-        self.live.discard(told.number)
+        self.told(told.number)
         if state == TrialState.PRUNED:
             self.unmappable += 1
         else:
@@ -1322,6 +1329,11 @@ class _Session:
         self.warm.add(done)
         return told
 
+    def told(self, number: int) -> None:
+        """Trial ``number`` of this session has its outcome in the study."""
+        self.seen.add(number)
+        self.live.discard(number)
+
     def tell_repeat(self, p: _Pending, first: FrozenTrial) -> None:
         """Tell ``p`` (a repeat of the design of trial ``first``) with ``first``'s outcome,
         without evaluating anything, in one write."""
@@ -1331,8 +1343,7 @@ class _Session:
             attrs[A + "fail_reason"] = first.user_attrs.get(A + "fail_reason", "")
             write_trial(self.study, p.trial._trial_id, user_attrs=self.attrs_of(p, attrs),
                         state=first.state, release=p.claims)
-            self.seen.add(p.trial.number)
-            self.live.discard(p.trial.number)
+            self.told(p.trial.number)
             return
         for k in ("feasible", "infeasible_reason", "accuracy", "hw", "layers",
                   "input_density", "weights"):
@@ -1344,8 +1355,7 @@ class _Session:
         write_trial(self.study, p.trial._trial_id, user_attrs=self.attrs_of(p, attrs),
                     system_attrs={LEGACY_CONSTRAINTS_KEY: [float(v) for v in named.values()]},
                     state=TrialState.COMPLETE, values=list(first.values), release=p.claims)
-        self.seen.add(p.trial.number)
-        self.live.discard(p.trial.number)
+        self.told(p.trial.number)
 
     # ---------------------------------------------------------------- hardware pairs
 

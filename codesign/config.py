@@ -109,6 +109,9 @@ class ExecutionConfig:
     # a design whose evaluation was left unfinished this many times (its worker or the
     # driver died) is not re-queued again
     max_crashes: int = 3
+    # a driver whose lease in the study is older than this is taken for dead by the study's
+    # other drivers (its trials failed and re-queued; see codesign/driver/lease.py)
+    lease_s: float = 60.0
 
 
 STRATEGIES = ("flat", "nested", "decoupled")
@@ -509,6 +512,7 @@ def from_mapping(
         resources_per_trial=_resources(e, "resources_per_trial", problems),
         trial_timeout_s=e.get("trial_timeout_s", _FLOAT, None, _pos, nullable=True),
         max_crashes=e.get("max_crashes", _INT, 3, _pos),
+        lease_s=e.get("lease_s", _FLOAT, 60.0, _pos),
     )
     e.finish()
 

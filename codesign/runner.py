@@ -79,6 +79,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from codesign.config import ExperimentConfig
 from codesign.driver.executor import EvalRequest, InProcessExecutor, Outcome, RayExecutor
+from codesign.driver.lease import Heartbeat, beats, lapsed
 from codesign.driver.scheduler import Action, Scheduler
 from codesign.errors import CodesignError, Interrupted, RunAborted
 from codesign.files import own_weights, write_atomic
@@ -202,15 +203,20 @@ def _driver_id() -> str:
 _LIVE_SESSIONS: set[str] = set()
 
 
-def _alive(driver: str | None, session: str | None = None) -> bool:
-    """Whether the driver that started a RUNNING trial is still alive (this host only);
+def _alive(driver: str | None, session: str | None = None,
+           beats: dict[str, dict[str, Any]] | None = None) -> bool:
+    """Whether the driver that started a RUNNING trial is still alive: on this host, its
+    process is; on any host, its lease has not lapsed (``beats``: the study's, see
+    :mod:`codesign.driver.lease`; a driver of another host without a beat counts as alive).
     ``session``: the trial's session, which tells the live sessions of this process from
     those of an earlier run in it."""
     if not driver or ":" not in driver:
         return False
+    if beats is not None and driver != _driver_id() and lapsed(beats.get(driver)):
+        return False
     host, pid = driver.rsplit(":", 1)
     if host != socket.gethostname():
-        return True  # another host's driver (a shared PostgreSQL study): never touch its trials
+        return True  # another host's driver: alive while its lease holds
     if not pid.isdigit():
         return False
     if int(pid) == os.getpid():
@@ -238,10 +244,11 @@ def _being_started(t: FrozenTrial) -> bool:
     return (_dt.datetime.now() - t.datetime_start).total_seconds() < _SETUP_S
 
 
-def _gone(holder: dict[str, Any]) -> bool:
+def _gone(holder: dict[str, Any], beats: dict[str, dict[str, Any]] | None = None) -> bool:
     """Whether the driver of a claim that names no trial (a driver slot, a promotion) is
     gone; a claim of this process stays (another session of it may hold it)."""
-    return holder.get("driver") != _driver_id() and not _alive(holder.get("driver"))
+    return (holder.get("driver") != _driver_id()
+            and not _alive(holder.get("driver"), beats=beats))
 
 
 def driver_slot(study: optuna.Study) -> int:
@@ -249,8 +256,9 @@ def driver_slot(study: optuna.Study) -> int:
     with one driver): what tells several drivers' sampler streams apart. Released by
     ``release_driver_slot``."""
     me = {"driver": _driver_id(), "session": uuid.uuid4().hex}
+    held = beats(study)
     for slot in range(1024):
-        if claim(study, f"driver:{slot}", me, _gone) is None:
+        if claim(study, f"driver:{slot}", me, lambda h: _gone(h, held)) is None:
             return slot
     return 1024
 
@@ -269,8 +277,10 @@ def requeue_stale(study: optuna.Study, max_crashes: int = 3) -> int:
         The number of trials re-queued.
     """
     n = 0
+    held = beats(study)
     stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-             if not _alive(t.user_attrs.get(A + "driver"), t.user_attrs.get(A + "session"))
+             if not _alive(t.user_attrs.get(A + "driver"), t.user_attrs.get(A + "session"),
+                           held)
              and not _being_started(t)]
     if not stale:
         _release_orphan_claims(study)
@@ -560,6 +570,8 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
             session.stage_two()
         return replace(session.summary(requeued, 0.0), nothing_to_do=True)
     study.set_user_attr(ATTR_TARGET, opts.n_trials)  # the target of the latest session run
+    heartbeat = Heartbeat(study, session.driver, cfg.execution.lease_s)
+    heartbeat.start()
     _LIVE_SESSIONS.add(session.session)
     try:
         session.connect()
@@ -569,6 +581,7 @@ def run_study(study: optuna.Study, cfg: ExperimentConfig, opts: RunOptions) -> R
     finally:
         session.close()
         _LIVE_SESSIONS.discard(session.session)
+        heartbeat.stop()
     return session.summary(requeued, time.perf_counter() - t_start)
 
 
@@ -658,7 +671,8 @@ class _Session:
         for t in ended:
             self.take_in(t, own=False, startup=True)
         self.done_trials = done
-        self.last_refresh = time.perf_counter()
+        self.last_refresh = self.last_sweep = time.perf_counter()
+        self.beats = beats(self.study)  # the drivers' leases, as of the last ``refresh``
         self.others: dict[str, dict[str, Any]] = {}  # other drivers' design claims
         # the study's seats (``claim_design``): n_trials less the designs finished before
         # seats existed (by an older codesign)
@@ -724,7 +738,7 @@ class _Session:
             return False  # the design or network has its outcome (in the trial it names)
         if holder.get("session") == self.session:
             return holder.get("trial") not in self.live
-        if not _alive(holder.get("driver"), holder.get("session")):
+        if not _alive(holder.get("driver"), holder.get("session"), self.beats):
             return True
         number = holder.get("trial")
         if not isinstance(number, int) or number < 0:
@@ -921,8 +935,14 @@ class _Session:
         if new and self.bar is not None:
             self.bar.n = self.complete
             self.bar.refresh()
-        self.others = {name: h for name, h in claims(self.study, "design:").items()
-                       if not h.get("final")
+        held = claims(self.study)
+        self.beats = beats(self.study, held)
+        if (now - self.last_sweep > self.cfg.execution.lease_s / 2
+                and any(lapsed(b) for b in self.beats.values())):
+            self.last_sweep = now  # a driver's lease lapsed: its trials are failed, re-queued
+            requeue_stale(self.study, self.cfg.execution.max_crashes)
+        self.others = {name: h for name, h in held.items()
+                       if name.startswith("design:") and not h.get("final")
                        and h.get("session") != self.session and not self._stale_cached(h)}
         self.carry_out(self.sched.poll())
 
@@ -1117,7 +1137,8 @@ class _Session:
         driver of the study promotes it)."""
         self.promoted.add(parent.number)
         holder = {"trial": -1, "driver": self.driver, "session": self.session}
-        if claim(self.study, f"promotion:{parent.number}", holder, _gone) is not None:
+        if claim(self.study, f"promotion:{parent.number}", holder,
+                 lambda h: _gone(h, self.beats)) is not None:
             return  # another driver's promotion
         rung = int(parent.user_attrs.get(A + "rung", 0)) + 1
         # every parameter is the parent's, not the sampler's, and no re-queued design is
@@ -1186,6 +1207,29 @@ class _Session:
         p = self.handles.pop(outcome.handle)
         self.sched.returned(p)
         self.streak = 0  # the sampler has something new to go on
+        try:
+            told = self.tell_outcome(p, outcome)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            told = self.taken_over(p)
+        if told is None:
+            return  # retried
+        final = told.state != TrialState.FAIL or bool(told.user_attrs.get(A + "fail_final"))
+        self.carry_out(self.sched.ended(p, told, final=final))
+
+    def taken_over(self, p: _Pending) -> FrozenTrial:
+        """``p``'s trial was failed (and its design re-queued) by another driver while this
+        one evaluated it: this driver's lease had lapsed (its storage unreachable or the
+        process stalled longer than ``execution.lease_s``). Its result is not stored."""
+        log.warning("trial %d was failed by another driver while this one evaluated it "
+                    "(this driver's lease lapsed: execution.lease_s=%s); its result is "
+                    "dropped, the design was re-queued", p.trial.number,
+                    self.cfg.execution.lease_s)
+        self.told(p.trial.number)
+        self.failed += 1
+        return self.study._storage.get_trial(p.trial._trial_id)
+
+    def tell_outcome(self, p: _Pending, outcome: Outcome) -> FrozenTrial | None:
+        """Tell ``p``'s outcome (None: it was retried instead)."""
         if outcome.kind == "ok":
             assert outcome.result is not None
             p.node = outcome.node
@@ -1194,7 +1238,7 @@ class _Session:
             told = self.fail(p, outcome.message, final=True)
         elif outcome.kind == "lost":  # worker died, task lost
             if self.retry(p):
-                return
+                return None
             told = self.fail(p, outcome.message)
         else:
             cause = outcome.error
@@ -1208,12 +1252,11 @@ class _Session:
                 if isinstance(cause, TrainingFailed):
                     self.sched.failed_training(p, f"trial {p.trial.number} ({cause})")
             elif self.retry(p):
-                return
+                return None
             else:
                 told = self.fail(p, f"{type(cause).__name__}: "
                                     f"{str(cause).splitlines()[-1] if str(cause) else ''}")
-        final = told.state != TrialState.FAIL or bool(told.user_attrs.get(A + "fail_final"))
-        self.carry_out(self.sched.ended(p, told, final=final))
+        return told
 
     def tell_result(self, p: _Pending, result: EvalResult) -> FrozenTrial:
         """Tell a returned result and take in what it adds (cache, rungs, pairs, counts)."""

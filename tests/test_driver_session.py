@@ -157,3 +157,38 @@ def test_two_sessions_share_the_target_and_evaluate_no_design_twice(tmp_path: Pa
             if "codesign.repeat_of" not in t.user_attrs]
     keys = [t.user_attrs["codesign.design_key"] for t in done]
     assert len(keys) == len(set(keys)) == 10
+
+
+def test_a_dead_driver_of_another_host_does_not_block_a_live_one(tmp_path: Path,
+                                                                url: str) -> None:
+    """A driver on another host died holding two seats and a design, its lease not yet
+    lapsed: the live driver runs what it can, and once the lease lapses, fails the dead
+    driver's trial, re-queues its design and reaches the target."""
+    import time
+
+    from codesign.optuna_adapter import claim, claims, new_trial, set_params
+
+    cfg = cfg_with(lease_s=1.0)
+    study = open_study(cfg, url)
+    dead = "another-host:77"
+    trial = new_trial(study, user_attrs={"codesign.driver": dead, "codesign.session": "s"})
+    set_params(study, trial, {k: d.low if hasattr(d, "low") else d.choices[0]
+                              for k, d in cfg.space.distributions().items()},
+               cfg.space.distributions())
+    holder = {"trial": trial.number, "driver": dead, "session": "s"}
+    for name in ("seat:0", "seat:1", "design:whatever"):
+        assert claim(study, name, holder, lambda h: False) is None
+    beat = {"driver": dead, "t": time.time(), "lease_s": 2.0}  # lapses while the live runs
+    assert claim(study, f"beat:{dead}", beat, lambda h: True) is None
+    t0 = time.monotonic()
+    summary = run_study(study, cfg, options(tmp_path, url, 4, Canned()))
+    assert summary.complete == 4
+    assert time.monotonic() - t0 > 2.0  # it waited for the lease, then took over
+    first = study.trials[trial.number]
+    assert first.state == TrialState.FAIL
+    assert "re-queued" in first.user_attrs["codesign.fail_reason"]
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert not [n for n, h in claims(study).items()
+                if h.get("driver") == dead and not n.startswith("beat:")]
+    # the live driver's own beat is gone once it stopped
+    assert [n for n in claims(study) if n.startswith("beat:")] == [f"beat:{dead}"]

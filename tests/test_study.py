@@ -274,3 +274,33 @@ def test_a_design_left_unfinished_max_crashes_times_is_not_requeued(url: str) ->
     assert "3 times (execution.max_crashes=3); not re-queued" in (
         last.user_attrs["codesign.fail_reason"])
     assert not study.get_trials(states=(TrialState.WAITING,))
+
+
+def test_a_driver_of_another_host_is_dead_once_its_lease_lapses(url: str) -> None:
+    import time as _time
+
+    from codesign.optuna_adapter import claim
+
+    cfg = load(QUICKSTART)
+    study, _ = create_or_load(cfg, open_storage(url), url, sampler=make(cfg.sampler, seed=0))
+
+    def running(driver: str) -> None:
+        trial = study.ask(cfg.space.distributions())
+        trial.set_user_attr("codesign.driver", driver)
+
+    def beat(driver: str, age_s: float, lease_s: float = 60.0) -> None:
+        holder = {"driver": driver, "t": _time.time() - age_s, "lease_s": lease_s}
+        assert claim(study, f"beat:{driver}", holder, lambda h: True) is None
+
+    running("fresh-host:1")  # its lease holds
+    beat("fresh-host:1", age_s=5)
+    running("old-codesign-host:1")  # no beat at all: never taken for dead from here
+    running("lapsed-host:1")  # its beat is older than its lease
+    beat("lapsed-host:1", age_s=61)
+    assert requeue_stale(study) == 1
+    state = {t.user_attrs["codesign.driver"]: t.state for t in study.trials
+             if t.state != TrialState.WAITING}
+    assert state == {"fresh-host:1": TrialState.RUNNING,
+                     "old-codesign-host:1": TrialState.RUNNING,
+                     "lapsed-host:1": TrialState.FAIL}
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 1

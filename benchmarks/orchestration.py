@@ -145,6 +145,11 @@ def part2(args: argparse.Namespace, cfg: Any, tmp: Path) -> None:
     from codesign.study import create_or_load, open_storage
 
     result = canned_result(cfg)
+    # Ray keeps at most num_cpus (here 2) idle worker processes and stops the others after
+    # a second idle; a long study keeps its 8 busy, so keep the 8 started below as well
+    # (else a trial of the first wave waits ~0.6 s for a process start: Ray's cost, not
+    # the driver's, paid once per study)
+    os.environ.setdefault("RAY_num_workers_soft_limit", "8")
     connect_ray(cfg, None)
 
     def sleepy(request: Any) -> Any:

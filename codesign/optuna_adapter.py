@@ -640,7 +640,8 @@ def ask_as(study: optuna.Study, distributions: dict[str, Any],
     from the moment it exists: a re-queued (WAITING) trial first, as ``ask`` takes, its
     attributes written at once; else a new RUNNING trial created with them in one write
     (``Study._pop_waiting_trial_id``, ``Study._thread_local``, ``Trial._suggest``,
-    ``BaseStorage.create_new_trial(template_trial=...)``)."""
+    ``Trial.storage``, ``BaseStorage.create_new_trial(template_trial=...)``). Its
+    parameters are stored together, in one write (``_write_params``)."""
     study._thread_local.cached_all_trials = None
     trial_id = study._pop_waiting_trial_id()
     if trial_id is None:
@@ -649,6 +650,84 @@ def ask_as(study: optuna.Study, distributions: dict[str, Any],
     else:
         write_trial(study, trial_id, user_attrs=user_attrs)
     trial = optuna.Trial(study, trial_id)
-    for name, dist in distributions.items():
-        trial._suggest(name, dist)
+    deferred = _DeferredParams(study._storage)
+    trial.storage = deferred  # the sampler proposes every value first; stored in one write
+    try:
+        for name, dist in distributions.items():
+            trial._suggest(name, dist)
+    finally:
+        trial.storage = study._storage
+    _write_params(study, trial_id, deferred.params)
     return trial
+
+
+def _write_params_rdb(rdb: Any, trial_id: int, params: Sequence[tuple[str, float, Any]]
+                      ) -> None:
+    """``_write_params`` on an RDB storage: each distribution checked against the one the
+    study first stored for that name, as ``RDBStorage.set_trial_param`` does, with one
+    query for all names, then one insert (``set_trial_param`` takes two queries and a
+    commit per parameter: ~5 ms each on PostgreSQL)."""
+    from optuna import distributions as d
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from sqlalchemy import func
+
+    P, T = models.TrialParamModel, models.TrialModel
+    with _create_scoped_session(rdb.scoped_session) as session:
+        trial = T.find_or_raise_by_id(trial_id, session, for_update=True)
+        rdb.check_trial_is_updatable(trial_id, trial.state)
+        names = [name for name, _, _ in params]
+        first = (session.query(func.min(P.param_id)).join(T)
+                 .filter(T.study_id == trial.study_id, P.param_name.in_(names))
+                 .group_by(P.param_name))
+        before = {name: d.json_to_distribution(text) for name, text in
+                  session.query(P.param_name, P.distribution_json)
+                  .filter(P.param_id.in_(first.scalar_subquery()))}
+        for name, _, dist in params:
+            if name in before:
+                d.check_distribution_compatibility(before[name], dist)
+        session.add_all([P(trial_id=trial_id, param_name=name, param_value=internal,
+                           distribution_json=d.distribution_to_json(dist))
+                         for name, internal, dist in params])
+
+
+class _DeferredParams:
+    """A storage that keeps the parameters ``Trial._suggest`` sets (and passes every other
+    call through): what lets ``ask_as`` store a trial's parameters in one write in place
+    of one per parameter (19 SQLite commits per trial for the quickstart's space)."""
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+        self.params: list[tuple[str, float, Any]] = []
+
+    def set_trial_param(self, trial_id: int, name: str, internal: float, dist: Any) -> None:
+        self.params.append((name, internal, dist))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+
+def _write_params(study: optuna.Study, trial_id: int,
+                  params: Sequence[tuple[str, float, Any]]) -> None:
+    """Store a running trial's parameters (name, internal value, distribution) at once: one
+    transaction on an RDB storage, one append on a journal; else one call each."""
+    if not params:
+        return
+    storage = study._storage
+    rdb, journal = _rdb(storage), _journal(storage)
+    if rdb is not None:
+        _write_params_rdb(rdb, trial_id, params)
+    elif journal is not None:
+        from optuna.distributions import distribution_to_json
+        from optuna.storages.journal._storage import JournalOperation as Op
+
+        with journal._thread_lock:
+            wid = journal._replay_result.worker_id
+            journal._backend.append_logs([
+                {"op_code": Op.SET_TRIAL_PARAM, "worker_id": wid, "trial_id": trial_id,
+                 "param_name": name, "param_value_internal": internal,
+                 "distribution": distribution_to_json(dist)} for name, internal, dist in params])
+            journal._sync_with_backend()
+    else:
+        for name, internal, dist in params:
+            storage.set_trial_param(trial_id, name, internal, dist)

@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import itertools
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,10 @@ MAX_PANEL_OBJECTIVES = 4  # pairs of the first four objectives: at most six pane
 
 def _figure(study: optuna.Study | StudyView, cfg: ExperimentConfig, *,
             as_figure: bool = False) -> Any:
-    """The figure as PNG bytes (``as_figure``: the matplotlib ``Figure``, left open)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The figure as PNG bytes (``as_figure``: the matplotlib ``Figure``)."""
     from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 
     read = view(study)
     study = read.study
@@ -57,7 +56,11 @@ def _figure(study: optuna.Study | StudyView, cfg: ExperimentConfig, *,
     n_panels = len(pairs) + 1  # + the hypervolume history
     ncols = min(n_panels, 3 if n_panels > 4 else 2)
     nrows = -(-n_panels // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6.2 * ncols, 4.6 * nrows), squeeze=False)
+    # constrained layout: laid out in the one draw that saving makes (``tight_layout`` drew
+    # the whole figure once more: a second of 3.4 s at 10,000 trials)
+    # a bare Figure (no pyplot: no GUI backend looked for, no global figure registry)
+    fig = Figure(figsize=(6.2 * ncols, 4.6 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     flat = list(axes.flat)
 
     def logged(name: str) -> bool:
@@ -88,9 +91,19 @@ def _figure(study: optuna.Study | StudyView, cfg: ExperimentConfig, *,
             ax.scatter([t.values[ix] for t in front], [t.values[iy] for t in front], s=90,
                        facecolors="none", edgecolors="crimson", linewidths=1.5,
                        label=f"Pareto set ({len(front)})", zorder=3)
-        for name, setter in ((x_name, ax.set_xscale), (y_name, ax.set_yscale)):
-            if logged(name) and all(t.values[objs.index(name)] > 0 for t in distinct):
+        for name, setter, axis in ((x_name, ax.set_xscale, ax.xaxis),
+                                   (y_name, ax.set_yscale, ax.yaxis)):
+            values = [t.values[objs.index(name)] for t in distinct]
+            if logged(name) and all(v > 0 for v in values):
                 setter("log")
+                # Matplotlib labels 2, 3, 4, 6 x 10^k on a span of about a decade, and
+                # they overlap: label 2 and 5 x 10^k below two decades, else none
+                if max(values) < 100 * min(values):
+                    axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+                    axis.set_minor_formatter(LogFormatterSciNotation(
+                        labelOnlyBase=False, minor_thresholds=(math.inf, math.inf)))
+                else:
+                    axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(x_name)
         ax.set_ylabel(y_name)
         ax.set_title(f"{y_name} vs {x_name}", fontsize=10)
@@ -112,12 +125,10 @@ def _figure(study: optuna.Study | StudyView, cfg: ExperimentConfig, *,
     if len(objs) > MAX_PANEL_OBJECTIVES:
         note += f"; panels show the first {MAX_PANEL_OBJECTIVES} objectives"
     fig.suptitle(note, fontsize=9, wrap=True)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
     if as_figure:
         return fig
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": PLOT_MARK.decode()})
-    plt.close(fig)
     return buf.getvalue()
 
 

@@ -10,9 +10,9 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
+from pg_server import postgres_url  # noqa: F401 - a fixture
 
 from codesign.optuna_adapter import ask_as
-from pg_server import postgres_url  # noqa: F401 - a fixture
 
 DISTS = {"width": IntDistribution(4, 64, step=4), "lr": FloatDistribution(1e-4, 1e-1, log=True),
          "dataflow": CategoricalDistribution(["ws", "os", "rs"]), "bits": IntDistribution(1, 8)}

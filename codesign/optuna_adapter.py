@@ -245,6 +245,14 @@ def _write_journal(journal: Any, study_id: int, trial_id: int, user_attrs: dict[
     from optuna.storages.journal._storage import JournalOperation as Op
 
     with journal._thread_lock:
+        # a trial another driver finished meanwhile (it took this one's lapsed lease) is
+        # refused before anything is appended, as the RDB transaction refuses it: a log of
+        # this worker for a finished trial would stop this process's replay half-way
+        journal._sync_with_backend()
+        stored = journal._replay_result.get_trial(trial_id)
+        if stored.state.is_finished():  # (``check_trial_is_updatable`` would take the lock)
+            raise optuna.exceptions.UpdateFinishedTrialError(
+                f"Trial#{stored.number} has already finished and can not be updated.")
         wid = journal._replay_result.worker_id
         logs: list[dict[str, Any]] = [
             {"op_code": Op.SET_TRIAL_USER_ATTR, "worker_id": wid, "trial_id": trial_id,

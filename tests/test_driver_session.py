@@ -192,3 +192,33 @@ def test_a_dead_driver_of_another_host_does_not_block_a_live_one(tmp_path: Path,
                 if h.get("driver") == dead and not n.startswith("beat:")]
     # the live driver's own beat is gone once it stopped
     assert [n for n in claims(study) if n.startswith("beat:")] == [f"beat:{dead}"]
+
+
+class TakenOver(Canned):
+    """Before its first results come back, another driver (one that took this one's lease
+    for lapsed) fails one of the running trials."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        super().__init__()
+        self.study, self.done = study, False
+
+    def wait(self, timeout_s: float) -> list[Outcome]:
+        if not self.done and self._queue:
+            from codesign.optuna_adapter import fail_stale
+
+            self.done = True
+            victim = self.study.get_trials(states=(TrialState.RUNNING,))[0]
+            fail_stale(self.study, victim, "codesign.fail_reason", "taken over")
+        return super().wait(timeout_s)
+
+
+def test_a_result_for_a_trial_another_driver_took_over_is_dropped(
+        tmp_path: Path, url: str, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = cfg_with()
+    study = open_study(cfg, url)
+    summary = run_study(study, cfg, options(tmp_path, url, 5, TakenOver(study)))
+    assert summary.complete == 5
+    lost = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert [t.user_attrs["codesign.fail_reason"] for t in lost] == ["taken over"]
+    assert "failed by another driver while this one evaluated it" in caplog.text
+    assert not study.get_trials(states=(TrialState.RUNNING,))

@@ -935,14 +935,13 @@ class _Session:
         if new and self.bar is not None:
             self.bar.n = self.complete
             self.bar.refresh()
-        held = claims(self.study)
-        self.beats = beats(self.study, held)
+        self.beats = beats(self.study)  # a row per driver (not every seat and network claim)
         if (now - self.last_sweep > self.cfg.execution.lease_s / 2
                 and any(lapsed(b) for b in self.beats.values())):
             self.last_sweep = now  # a driver's lease lapsed: its trials are failed, re-queued
             requeue_stale(self.study, self.cfg.execution.max_crashes)
-        self.others = {name: h for name, h in held.items()
-                       if name.startswith("design:") and not h.get("final")
+        self.others = {name: h for name, h in claims(self.study, "design:").items()
+                       if not h.get("final")
                        and h.get("session") != self.session and not self._stale_cached(h)}
         self.carry_out(self.sched.poll())
 

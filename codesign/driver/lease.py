@@ -32,16 +32,11 @@ from codesign.optuna_adapter import claim, claims, release
 log = logging.getLogger(__name__)
 
 BEAT_PREFIX = "beat:"
-DEFAULT_LEASE_S = 60.0
 
 
-def beats(study: optuna.Study, held: dict[str, dict[str, Any]] | None = None
-          ) -> dict[str, dict[str, Any]]:
-    """The study's beats, driver -> ``{"t": unix_s, "lease_s": s}`` (``held``: the study's
-    claims, when the caller has read them already)."""
-    held = claims(study, BEAT_PREFIX) if held is None else held
-    return {name[len(BEAT_PREFIX):]: h for name, h in held.items()
-            if name.startswith(BEAT_PREFIX)}
+def beats(study: optuna.Study) -> dict[str, dict[str, Any]]:
+    """The study's beats, driver -> ``{"t": unix_s, "lease_s": s}``."""
+    return {name[len(BEAT_PREFIX):]: h for name, h in claims(study, BEAT_PREFIX).items()}
 
 
 def lapsed(beat: dict[str, Any] | None, now_s: float | None = None) -> bool:
@@ -61,7 +56,7 @@ class Heartbeat:
 
     study: optuna.Study
     driver: str
-    lease_s: float = DEFAULT_LEASE_S
+    lease_s: float  # ``execution.lease_s``
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
 
